@@ -1,0 +1,24 @@
+//! kernlet's developer tasks as a library, so the test suite uses the same code as `cargo xtask`:
+//! machine setup, test images, the private containerd fixture and the node VM.
+
+pub mod images;
+pub mod runtime;
+pub mod setup;
+pub mod vm;
+
+use std::path::PathBuf;
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`).
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map_or(manifest.clone(), std::path::Path::to_path_buf)
+}
+
+/// Where xtask keeps what it builds (images, initramfs, fixtures): `target/xtask/`.
+#[must_use]
+pub fn xtask_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("xtask")
+}

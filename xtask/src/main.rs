@@ -1,0 +1,34 @@
+//! `cargo xtask <task>`: see `cargo xtask --help`.
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use xtask::{images, vm};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "kernlet developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the OCI test images (pause, busybox) into target/xtask/images.
+    Images(images::ImagesArgs),
+    /// Boot a throw-away pure cgroup v2 VM and run a command in it; exits with its status.
+    Vm(vm::VmArgs),
+}
+
+fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Images(args) => images::cli(&args).map(|()| ExitCode::SUCCESS),
+        Task::Vm(args) => vm::cli(&args).map(exit_code),
+    }
+}
+
+/// Maps an inner exit status to ours (statuses outside 0..=255 become 255).
+fn exit_code(status: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(status).unwrap_or(u8::MAX))
+}

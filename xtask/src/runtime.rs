@@ -1,0 +1,1 @@
+//! Private containerd fixture (stub: being written by a helper).

@@ -1,0 +1,1 @@
+//! Machine setup (stub: being written).
