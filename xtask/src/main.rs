@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::{images, vm};
+use xtask::{images, setup, vm};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "kernlet developer tasks")]
@@ -14,6 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Install what this machine lacks (Debian packages, nightly rust-src, bpf-linker); idempotent.
+    Setup(setup::SetupArgs),
     /// Build the OCI test images (pause, busybox) into target/xtask/images.
     Images(images::ImagesArgs),
     /// Boot a throw-away pure cgroup v2 VM and run a command in it; exits with its status.
@@ -23,6 +25,7 @@ enum Task {
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.task {
+        Task::Setup(args) => setup::cli(&args).map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
         Task::Images(args) => images::cli(&args).map(|()| ExitCode::SUCCESS),
         Task::Vm(args) => vm::cli(&args).map(exit_code),
     }

@@ -8,9 +8,9 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use kernlet_ebpf_common::{CPU_MAP_ENTRIES, CpuCounters};
 
@@ -23,10 +23,10 @@ static CGROUP_CPU: PerCpuHashMap<u64, CpuCounters> =
 #[map(name = "LAST_SWITCH")]
 static LAST_SWITCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// `sched/sched_switch` runs in the context of the task being switched out, so the current cgroup
+/// The `sched_switch` raw tracepoint runs in the context of the task being switched out, so the current cgroup
 /// is the one that just used the CPU since the previous switch on this CPU.
-#[tracepoint(category = "sched", name = "sched_switch")]
-pub fn sched_switch(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(_ctx: RawTracePointContext) -> u32 {
     // SAFETY: both helpers take no arguments and are allowed in tracepoint programs.
     let (now, cgroup) = unsafe { (bpf_ktime_get_ns(), bpf_get_current_cgroup_id()) };
     let Some(last) = LAST_SWITCH.get_ptr_mut(0) else {

@@ -1,0 +1,6 @@
+//! kernlet: a Kubernetes node agent. It drives pods through CRI, enforces resources by writing
+//! cgroup v2, and measures every container with eBPF probes. See `shared/DESIGN.md` for the
+//! architecture; each module's doc names its kernel or Kubernetes reference.
+#![forbid(unsafe_code)]
+
+pub mod ebpf;
