@@ -24,27 +24,53 @@ fn main() {
 fn run() -> Result<(), String> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
     let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| e.to_string())?);
-    let root = manifest.parent().ok_or("agent crate has no parent directory")?;
+    let root = manifest
+        .parent()
+        .ok_or("agent crate has no parent directory")?;
     let programs = root.join("ebpf/programs");
     let dest = out_dir.join(OBJECT);
 
     println!("cargo:rerun-if-env-changed=KERNLET_EBPF_OBJECT");
     if let Some(prebuilt) = env::var_os("KERNLET_EBPF_OBJECT") {
-        std::fs::copy(&prebuilt, &dest)
-            .map_err(|e| format!("copying KERNLET_EBPF_OBJECT {}: {e}", Path::new(&prebuilt).display()))?;
+        std::fs::copy(&prebuilt, &dest).map_err(|e| {
+            format!(
+                "copying KERNLET_EBPF_OBJECT {}: {e}",
+                Path::new(&prebuilt).display()
+            )
+        })?;
         return Ok(());
     }
-    for watched in ["src", "Cargo.toml", "Cargo.lock", "rust-toolchain.toml", ".cargo/config.toml"] {
-        println!("cargo:rerun-if-changed={}", programs.join(watched).display());
+    for watched in [
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        "rust-toolchain.toml",
+        ".cargo/config.toml",
+    ] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            programs.join(watched).display()
+        );
     }
-    println!("cargo:rerun-if-changed={}", root.join("ebpf/common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("ebpf/common/src").display()
+    );
 
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), PathBuf::from)
         .join("bpf");
     let mut cargo = Command::new("rustup");
     cargo
-        .args(["run", "nightly", "cargo", "build", "--release", "--bins", "--target-dir"])
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "--release",
+            "--bins",
+            "--target-dir",
+        ])
         .arg(&target_dir)
         .current_dir(&programs);
     // The outer build's compiler settings are for the host and must not leak into the BPF build.

@@ -68,7 +68,13 @@ impl TestCgroup {
         let text = fs::read_to_string(self.path.join(file))
             .with_context(|| format!("reading {file} of {}", self.path.display()))?;
         text.lines()
-            .find_map(|line| line.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+            .find_map(|line| {
+                line.strip_prefix(key)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .with_context(|| format!("no {key} in {file} of {}", self.path.display()))
     }
 }
@@ -96,5 +102,8 @@ fn remove_cgroup(path: &Path) -> Result<()> {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    bail!("cgroup {} still busy after killing its processes", path.display())
+    bail!(
+        "cgroup {} still busy after killing its processes",
+        path.display()
+    )
 }

@@ -1,9 +1,11 @@
 //! kernlet's developer tasks as a library, so the test suite uses the same code as `cargo xtask`:
 //! machine setup, test images, the private containerd fixture and the node VM.
 
+pub mod cmd;
 pub mod images;
 pub mod runtime;
 pub mod setup;
+pub mod test;
 pub mod vm;
 
 use std::path::PathBuf;
@@ -12,7 +14,9 @@ use std::path::PathBuf;
 #[must_use]
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map_or(manifest.clone(), std::path::Path::to_path_buf)
+    manifest
+        .parent()
+        .map_or(manifest.clone(), std::path::Path::to_path_buf)
 }
 
 /// Where xtask keeps what it builds (images, initramfs, fixtures): `target/xtask/`.

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::{images, setup, vm};
+use xtask::{images, setup, test, vm};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "kernlet developer tasks")]
@@ -18,6 +18,8 @@ enum Task {
     Setup(setup::SetupArgs),
     /// Build the OCI test images (pause, busybox) into target/xtask/images.
     Images(images::ImagesArgs),
+    /// Run the whole suite (lint, unit, host, vm tiers); what `.ci/run` calls.
+    Test(test::TestArgs),
     /// Boot a throw-away pure cgroup v2 VM and run a command in it; exits with its status.
     Vm(vm::VmArgs),
 }
@@ -25,8 +27,15 @@ enum Task {
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.task {
-        Task::Setup(args) => setup::cli(&args).map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+        Task::Setup(args) => setup::cli(&args).map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         Task::Images(args) => images::cli(&args).map(|()| ExitCode::SUCCESS),
+        Task::Test(args) => test::cli(&args).map(success),
         Task::Vm(args) => vm::cli(&args).map(exit_code),
     }
 }
@@ -34,4 +43,12 @@ fn main() -> Result<ExitCode> {
 /// Maps an inner exit status to ours (statuses outside 0..=255 become 255).
 fn exit_code(status: i32) -> ExitCode {
     ExitCode::from(u8::try_from(status).unwrap_or(u8::MAX))
+}
+
+fn success(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -10,23 +10,40 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::cmd::{capture, run};
+
 /// Debian packages and why kernlet needs each.
 const PACKAGES: &[(&str, &str)] = &[
-    ("containerd", "the container runtime kernlet drives through CRI"),
+    (
+        "containerd",
+        "the container runtime kernlet drives through CRI",
+    ),
     ("runc", "the OCI runtime containerd starts containers with"),
-    ("containernetworking-plugins", "CNI bridge/host-local/loopback for pod networking"),
+    (
+        "containernetworking-plugins",
+        "CNI bridge/host-local/loopback for pod networking",
+    ),
     ("busybox-static", "test images and the node VM's initramfs"),
     ("iproute2", "network checks in tests and the node VM"),
     ("qemu-system-x86", "the node VM (pure cgroup v2)"),
-    ("linux-image-amd64", "the node VM's kernel (Debian 6.1, cgroup v2 controllers)"),
+    (
+        "linux-image-amd64",
+        "the node VM's kernel (Debian 6.1, cgroup v2 controllers)",
+    ),
     ("cpio", "inspecting the node VM's initramfs"),
     ("llvm-22-dev", "bpf-linker links against LLVM 22"),
     ("libpolly-22-dev", "bpf-linker links against LLVM 22"),
     ("libzstd-dev", "bpf-linker links against LLVM 22"),
     ("zlib1g-dev", "bpf-linker links against LLVM 22"),
-    ("clang-22", "compiling C eBPF programs where CO-RE struct walks need it"),
+    (
+        "clang-22",
+        "compiling C eBPF programs where CO-RE struct walks need it",
+    ),
     ("protobuf-compiler", "protoc for the CRI bindings in proto/"),
-    ("bpftool", "inspecting loaded eBPF programs and their run-time stats"),
+    (
+        "bpftool",
+        "inspecting loaded eBPF programs and their run-time stats",
+    ),
     ("prometheus", "promtool checks every metrics endpoint"),
     ("kmod", "loading kernel modules in the node VM"),
     ("xz-utils", "decompressing kernel modules for the node VM"),
@@ -63,7 +80,7 @@ pub fn check() -> Result<Missing> {
     Ok(Missing {
         packages: missing_packages()?,
         nightly: !nightly_installed()?,
-        rust_src: !rust_src_installed()?,
+        rust_src: !rust_src_installed(),
         bpf_linker: !bpf_linker_ok(),
     })
 }
@@ -83,17 +100,34 @@ pub fn ensure() -> Result<()> {
     }
     if missing.nightly {
         step("rustup: installing the nightly toolchain (minimal profile)");
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
-            .context("installing the nightly toolchain")?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))
+        .context("installing the nightly toolchain")?;
     }
     if missing.nightly || missing.rust_src {
         step("rustup: adding rust-src to nightly (for -Z build-std=core)");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-            .context("adding rust-src to the nightly toolchain")?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("adding rust-src to the nightly toolchain")?;
     }
     if missing.bpf_linker {
-        step(&format!("cargo: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (~5 min)"));
-        let path = format!("{LLVM_PREFIX}/bin:{}", std::env::var("PATH").unwrap_or_default());
+        step(&format!(
+            "cargo: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (~5 min)"
+        ));
+        let path = format!(
+            "{LLVM_PREFIX}/bin:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
         run(Command::new("cargo")
             .args(["install", "--locked", "bpf-linker", "--version"])
             .arg(format!("~{BPF_LINKER_VERSION}"))
@@ -148,7 +182,10 @@ fn missing_packages() -> Result<Vec<&'static str>> {
 
 fn install_packages(packages: &[&'static str]) -> Result<()> {
     for name in packages {
-        let why = PACKAGES.iter().find(|(n, _)| n == name).map_or("", |(_, why)| *why);
+        let why = PACKAGES
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, why)| *why);
         step(&format!("apt: {name} ({why})"));
     }
     run(Command::new("apt-get").arg("update").arg("-q")).context("apt-get update")?;
@@ -162,7 +199,11 @@ fn install_packages(packages: &[&'static str]) -> Result<()> {
         return Ok(());
     }
     // Retry one by one so the error names exactly what could not be installed.
-    let failed: Vec<&str> = packages.iter().copied().filter(|name| install(&[name]).is_err()).collect();
+    let failed: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|name| install(&[name]).is_err())
+        .collect();
     if failed.is_empty() {
         Ok(())
     } else {
@@ -176,7 +217,7 @@ fn nightly_installed() -> Result<bool> {
     Ok(list.lines().any(|line| line.starts_with("nightly")))
 }
 
-fn rust_src_installed() -> Result<bool> {
+fn rust_src_installed() -> bool {
     let list = capture(Command::new("rustup").args([
         "component",
         "list",
@@ -184,7 +225,7 @@ fn rust_src_installed() -> Result<bool> {
         "--toolchain",
         "nightly",
     ]));
-    Ok(list.is_ok_and(|list| list.lines().any(|line| line.starts_with("rust-src"))))
+    list.is_ok_and(|list| list.lines().any(|line| line.starts_with("rust-src")))
 }
 
 fn bpf_linker_ok() -> bool {
@@ -197,25 +238,4 @@ fn bpf_linker_ok() -> bool {
         capture(Command::new(path).arg("--version"))
             .is_ok_and(|v| v.contains(&format!("bpf-linker {BPF_LINKER_VERSION}")))
     })
-}
-
-fn run(command: &mut Command) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("starting {:?}", command.get_program()))?;
-    if !status.success() {
-        bail!("{:?} failed: {status}", command.get_program());
-    }
-    Ok(())
-}
-
-fn capture(command: &mut Command) -> Result<String> {
-    let output = command
-        .stderr(Stdio::null())
-        .output()
-        .with_context(|| format!("starting {:?}", command.get_program()))?;
-    if !output.status.success() {
-        bail!("{:?} failed: {}", command.get_program(), output.status);
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

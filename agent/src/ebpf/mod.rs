@@ -65,7 +65,10 @@ impl Probes {
         if let Err(reason) = &sched_switch {
             tracing::warn!(program = "sched_switch", %reason, "ebpf program skipped");
         }
-        let programs = vec![ProgramState { name: "sched_switch", status: sched_switch }];
+        let programs = vec![ProgramState {
+            name: "sched_switch",
+            status: sched_switch,
+        }];
         Ok(Self { ebpf, programs })
     }
 
@@ -78,38 +81,61 @@ impl Probes {
     /// CPU counters per cgroup id, summed over CPUs.
     pub fn cpu_counters(&self) -> Result<HashMap<u64, CpuCounters>, EbpfError> {
         self.require("sched_switch")?;
-        let map = self.ebpf.map(CPU_MAP).ok_or(EbpfError::MissingMap { name: CPU_MAP })?;
-        let map_error = |source| EbpfError::Map { name: CPU_MAP, source };
+        let map = self
+            .ebpf
+            .map(CPU_MAP)
+            .ok_or(EbpfError::MissingMap { name: CPU_MAP })?;
+        let map_error = |source| EbpfError::Map {
+            name: CPU_MAP,
+            source,
+        };
         let counters: PerCpuHashMap<_, u64, CpuCounters> =
             PerCpuHashMap::try_from(map).map_err(map_error)?;
         let mut totals = HashMap::new();
         for entry in counters.iter() {
             let (cgroup, per_cpu) = entry.map_err(map_error)?;
-            let sum = per_cpu.iter().fold(CpuCounters::default(), |acc, c| acc.merged(*c));
+            let sum = per_cpu
+                .iter()
+                .fold(CpuCounters::default(), |acc, c| acc.merged(*c));
             totals.insert(cgroup, sum);
         }
         Ok(totals)
     }
 
     fn require(&self, name: &'static str) -> Result<(), EbpfError> {
-        match self.programs.iter().find(|p| p.name == name).map(|p| &p.status) {
+        match self
+            .programs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.status)
+        {
             Some(Ok(())) => Ok(()),
-            Some(Err(reason)) => Err(EbpfError::NotLoaded { name, reason: reason.clone() }),
-            None => Err(EbpfError::NotLoaded { name, reason: "unknown program".into() }),
+            Some(Err(reason)) => Err(EbpfError::NotLoaded {
+                name,
+                reason: reason.clone(),
+            }),
+            None => Err(EbpfError::NotLoaded {
+                name,
+                reason: "unknown program".into(),
+            }),
         }
     }
 }
 
 impl std::fmt::Debug for Probes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Probes").field("programs", &self.programs).finish_non_exhaustive()
+        f.debug_struct("Probes")
+            .field("programs", &self.programs)
+            .finish_non_exhaustive()
     }
 }
 
 /// Loads program `name` and attaches it to raw tracepoint `tracepoint`. Raw tracepoints need
 /// neither tracefs nor kprobes (absent on some hosts) and skip the tracepoint's argument copy.
 fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<(), String> {
-    let program = ebpf.program_mut(name).ok_or_else(|| format!("{name} is not in the object"))?;
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("{name} is not in the object"))?;
     let program: &mut RawTracePoint = program.try_into().map_err(|e| describe(&e))?;
     program.load().map_err(|e| describe(&e))?;
     program.attach(tracepoint).map_err(|e| describe(&e))?;
@@ -119,7 +145,10 @@ fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Resul
 /// Error text with the verifier log when the kernel refused a program.
 fn describe(error: &ProgramError) -> String {
     match error {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             format!("the kernel refused the program: {io_error}\n{verifier_log}")
         }
         other => other.to_string(),

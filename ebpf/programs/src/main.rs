@@ -34,17 +34,24 @@ pub fn sched_switch(_ctx: RawTracePointContext) -> u32 {
     };
     // SAFETY: a per-CPU array slot is only touched by this CPU while the program runs.
     let previous = unsafe { core::mem::replace(&mut *last, now) };
-    let ran = if previous == 0 { 0 } else { now.saturating_sub(previous) };
-    if let Some(counters) = CGROUP_CPU.get_ptr_mut(&cgroup) {
+    let ran = if previous == 0 {
+        0
+    } else {
+        now.saturating_sub(previous)
+    };
+    if let Some(counters) = CGROUP_CPU.get_ptr_mut(cgroup) {
         // SAFETY: per-CPU hash map value of this CPU; no other CPU writes it.
         unsafe {
             (*counters).switches += 1;
             (*counters).on_cpu_ns += ran;
         }
     } else {
-        let first = CpuCounters { switches: 1, on_cpu_ns: ran };
+        let first = CpuCounters {
+            switches: 1,
+            on_cpu_ns: ran,
+        };
         // A full map drops the sample; the agent prunes dead cgroups.
-        let _ = CGROUP_CPU.insert(&cgroup, &first, 0);
+        let _ = CGROUP_CPU.insert(cgroup, first, 0);
     }
     0
 }
