@@ -3,4 +3,9 @@
 //! architecture; each module's doc names its kernel or Kubernetes reference.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod cri;
+pub mod daemon;
 pub mod ebpf;
+pub mod pod;
+pub mod reconcile;

@@ -1,10 +1,74 @@
-//! The `kernlet` node agent binary.
+//! The `kernlet` node agent binary: flags and config, logging, signals; the rest is the library.
 #![forbid(unsafe_code)]
 
-fn main() -> anyhow::Result<()> {
-    let probes = kernlet::ebpf::Probes::load()?;
-    for program in probes.programs() {
-        println!("{}: {:?}", program.name, program.status);
+use std::process::ExitCode;
+
+use clap::Parser;
+use kernlet::config::{self, Flags};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "kernlet", version, about = "A Kubernetes node agent")]
+struct Cli {
+    #[command(flatten)]
+    flags: Flags,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.flags.v {
+        0..=1 => "info",
+        2..=4 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let loaded = match config::load(&cli.flags) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("kernlet: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!("config: {warning}");
     }
+    match run(loaded.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kernlet: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(config: config::KubeletConfig) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        let name = wait_for_signal().await;
+        tracing::info!(signal = name, "shutting down");
+        on_signal.cancel();
+    });
+    kernlet::daemon::run(config, cancel).await?;
     Ok(())
+}
+
+/// SIGTERM or SIGINT; the name of the one that came.
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop kernlet with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

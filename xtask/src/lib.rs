@@ -2,6 +2,7 @@
 //! machine setup, test images, the private containerd fixture and the node VM.
 
 pub mod cmd;
+pub mod demo;
 pub mod images;
 pub mod runtime;
 pub mod setup;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::{images, setup, test, vm};
+use xtask::{demo, images, setup, test, vm};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "kernlet developer tasks")]
@@ -14,6 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Run kernlet in standalone mode on a private containerd with the example static pods.
+    Demo(demo::DemoArgs),
     /// Install what this machine lacks (Debian packages, nightly rust-src, bpf-linker); idempotent.
     Setup(setup::SetupArgs),
     /// Build the OCI test images (pause, busybox) into target/xtask/images.
@@ -27,6 +29,7 @@ enum Task {
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.task {
+        Task::Demo(args) => demo::cli(&args).map(|()| ExitCode::SUCCESS),
         Task::Setup(args) => setup::cli(&args).map(|ok| {
             if ok {
                 ExitCode::SUCCESS

@@ -92,7 +92,7 @@ impl Probes {
         let counters: PerCpuHashMap<_, u64, CpuCounters> =
             PerCpuHashMap::try_from(map).map_err(map_error)?;
         let mut totals = HashMap::new();
-        for entry in counters.iter() {
+        for entry in &counters {
             let (cgroup, per_cpu) = entry.map_err(map_error)?;
             let sum = per_cpu
                 .iter()

@@ -1,0 +1,236 @@
+//! The container runtime, through CRI v1 (`runtime.v1`) over a Unix socket.
+//!
+//! Every call carries a deadline: `runtimeRequestTimeout` (default 2 m) as upstream, except image
+//! pulls, which upstream also exempts, and `StopContainer`, whose deadline adds the grace period.
+//! Start-up does the `Version` handshake and retries an unreachable runtime with capped
+//! exponential backoff, logging each failure, instead of exiting or spinning.
+//!
+//! Reference: k8s.io/cri-api `api.proto`; kubelet `pkg/kubelet/kuberuntime` (remote runtime).
+
+pub mod labels;
+
+use std::{future::Future, time::Duration};
+
+use kernlet_cri::v1::runtime_service_client::RuntimeServiceClient;
+use kernlet_cri::v1::{self, image_service_client::ImageServiceClient};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error(transparent)]
+    Connect(#[from] kernlet_cri::ConnectError),
+    #[error("cri {method} failed: {} ({:?})", status.message(), status.code())]
+    Call {
+        method: &'static str,
+        #[source]
+        status: tonic::Status,
+    },
+    #[error("cri {method} timed out after {after:?}")]
+    Timeout {
+        method: &'static str,
+        after: Duration,
+    },
+    #[error("runtime at {endpoint} speaks cri {version:?}, kernlet needs v1")]
+    Version { endpoint: String, version: String },
+    #[error("cancelled while connecting to the runtime at {endpoint}")]
+    Cancelled { endpoint: String },
+}
+
+impl CriError {
+    /// The gRPC status code, when the runtime answered.
+    #[must_use]
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Self::Call { status, .. } => Some(status.code()),
+            _ => None,
+        }
+    }
+
+    /// True when the runtime says the object does not exist (already removed, never created).
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(tonic::Code::NotFound)
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct CriConfig {
+    /// `containerRuntimeEndpoint`, e.g. `unix:///run/containerd/containerd.sock`.
+    pub endpoint: String,
+    /// `imageServiceEndpoint`; the runtime endpoint when `None`.
+    pub image_endpoint: Option<String>,
+    /// `runtimeRequestTimeout`.
+    pub request_timeout: Duration,
+}
+
+/// A connected runtime: the runtime and image services with per-call deadlines.
+#[derive(Clone)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "`runtime` is CRI's RuntimeService, not this struct"
+)]
+pub struct Runtime {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    timeout: Duration,
+    version: v1::VersionResponse,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("runtime", &self.version.runtime_name)
+            .field("version", &self.version.runtime_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// First retry delay and cap for reaching an unreachable runtime.
+const CONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+
+impl Runtime {
+    /// Connects once and does the `Version` handshake.
+    pub async fn connect(config: &CriConfig) -> Result<Self, CriError> {
+        let connect_timeout = config.request_timeout.min(Duration::from_secs(10));
+        let channel = kernlet_cri::connect(&config.endpoint, connect_timeout).await?;
+        let image_channel = match &config.image_endpoint {
+            Some(endpoint) if endpoint != &config.endpoint => {
+                kernlet_cri::connect(endpoint, connect_timeout).await?
+            }
+            _ => channel.clone(),
+        };
+        let mut runtime = Self {
+            runtime: RuntimeServiceClient::new(channel)
+                .max_decoding_message_size(kernlet_cri::MAX_MESSAGE_SIZE),
+            images: ImageServiceClient::new(image_channel)
+                .max_decoding_message_size(kernlet_cri::MAX_MESSAGE_SIZE),
+            timeout: config.request_timeout,
+            version: v1::VersionResponse::default(),
+        };
+        let request = v1::VersionRequest {
+            version: kernlet_cri::CRI_API_VERSION.into(),
+        };
+        let mut client = runtime.runtime.clone();
+        let version = runtime.call("Version", client.version(request)).await?;
+        if version.runtime_api_version != kernlet_cri::CRI_API_VERSION {
+            return Err(CriError::Version {
+                endpoint: config.endpoint.clone(),
+                version: version.runtime_api_version,
+            });
+        }
+        runtime.version = version;
+        Ok(runtime)
+    }
+
+    /// Connects, retrying with capped exponential backoff until it works or `cancel` fires.
+    pub async fn connect_with_backoff(
+        config: &CriConfig,
+        cancel: &CancellationToken,
+    ) -> Result<Self, CriError> {
+        let (mut delay, cap) = CONNECT_BACKOFF;
+        loop {
+            match Self::connect(config).await {
+                Ok(runtime) => return Ok(runtime),
+                Err(error @ CriError::Version { .. }) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(endpoint = %config.endpoint, %error, retry_in = ?delay,
+                        "container runtime unreachable");
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    return Err(CriError::Cancelled { endpoint: config.endpoint.clone() });
+                }
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(cap);
+        }
+    }
+
+    /// The runtime's answer to the `Version` handshake.
+    #[must_use]
+    pub fn version(&self) -> &v1::VersionResponse {
+        &self.version
+    }
+
+    /// The runtime service client, for calls without a wrapper here.
+    #[must_use]
+    pub fn runtime_client(&self) -> RuntimeServiceClient<Channel> {
+        self.runtime.clone()
+    }
+
+    /// The image service client.
+    #[must_use]
+    pub fn image_client(&self) -> ImageServiceClient<Channel> {
+        self.images.clone()
+    }
+
+    /// Runs one call with the default deadline.
+    pub async fn call<T>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, CriError> {
+        self.call_within(method, self.timeout, call).await
+    }
+
+    /// Runs one call with deadline `after`.
+    pub async fn call_within<T>(
+        &self,
+        method: &'static str,
+        after: Duration,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, CriError> {
+        match tokio::time::timeout(after, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(CriError::Call { method, status }),
+            Err(_) => Err(CriError::Timeout { method, after }),
+        }
+    }
+
+    /// `runtimeRequestTimeout`.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_socket_is_a_clear_connect_error() {
+        let config = CriConfig {
+            endpoint: "unix:///nonexistent/kernlet-test.sock".into(),
+            image_endpoint: None,
+            request_timeout: Duration::from_secs(1),
+        };
+        let error = Runtime::connect(&config).await.unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/kernlet-test.sock"),
+            "error does not name the socket: {error}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_retries_until_cancelled() {
+        let config = CriConfig {
+            endpoint: "unix:///nonexistent/kernlet-test.sock".into(),
+            image_endpoint: None,
+            request_timeout: Duration::from_secs(1),
+        };
+        let cancel = CancellationToken::new();
+        let stopper = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stopper.cancel();
+        });
+        let error = Runtime::connect_with_backoff(&config, &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, CriError::Cancelled { .. }), "{error}");
+    }
+}

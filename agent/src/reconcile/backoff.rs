@@ -1,0 +1,115 @@
+//! Restart backoff per container, with the semantics of upstream's `flowcontrol.Backoff` as the
+//! kubelet uses it (initial 10 s, doubling, capped at 300 s; an entry untouched for twice the cap
+//! is forgotten, so a container that ran 10 minutes restarts without delay again).
+use std::{collections::HashMap, time::Duration};
+
+use super::state::Nanos;
+
+pub const INITIAL: Duration = Duration::from_secs(10);
+pub const MAX: Duration = Duration::from_mins(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    delay: Duration,
+    last_update: Nanos,
+}
+
+/// Backoff entries keyed by a stable container key (pod uid, name and spec hash).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backoff {
+    entries: HashMap<String, Entry>,
+}
+
+fn nanos(d: Duration) -> Nanos {
+    Nanos::try_from(d.as_nanos()).unwrap_or(Nanos::MAX)
+}
+
+impl Backoff {
+    /// When the container that finished at `finished_at` may restart, if it is still backing off.
+    #[must_use]
+    pub fn blocked_until(&self, key: &str, finished_at: Nanos, now: Nanos) -> Option<Nanos> {
+        let entry = self.entries.get(key)?;
+        if expired(entry, now) {
+            return None;
+        }
+        let until = finished_at.saturating_add(nanos(entry.delay));
+        (now < until).then_some(until)
+    }
+
+    /// Records a restart at `now`: the next delay doubles (or starts at [`INITIAL`]).
+    pub fn next(&mut self, key: &str, now: Nanos) {
+        let delay = match self.entries.get(key) {
+            Some(entry) if !expired(entry, now) => (entry.delay * 2).min(MAX),
+            _ => INITIAL,
+        };
+        self.entries.insert(
+            key.to_owned(),
+            Entry {
+                delay,
+                last_update: now,
+            },
+        );
+    }
+
+    /// The current delay for `key`, if any.
+    #[must_use]
+    pub fn delay(&self, key: &str) -> Option<Duration> {
+        self.entries.get(key).map(|e| e.delay)
+    }
+
+    /// Drops entries whose key no longer names a wanted container.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.entries.retain(|key, _| keep(key));
+    }
+}
+
+fn expired(entry: &Entry, now: Nanos) -> bool {
+    now.saturating_sub(entry.last_update) > nanos(MAX * 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Nanos = 1_000_000_000;
+
+    #[test]
+    fn first_restart_is_immediate_then_doubles_to_the_cap() {
+        let mut backoff = Backoff::default();
+        assert_eq!(
+            backoff.blocked_until("c", 0, S),
+            None,
+            "no entry: not blocked"
+        );
+        let mut delays = Vec::new();
+        let mut now = S;
+        for _ in 0..8 {
+            backoff.next("c", now);
+            delays.push(backoff.delay("c").unwrap().as_secs());
+            now += S;
+        }
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn blocked_until_finish_plus_delay() {
+        let mut backoff = Backoff::default();
+        backoff.next("c", 100 * S);
+        // Finished at 105 s with a 10 s delay: blocked until 115 s.
+        assert_eq!(backoff.blocked_until("c", 105 * S, 106 * S), Some(115 * S));
+        assert_eq!(backoff.blocked_until("c", 105 * S, 115 * S), None);
+    }
+
+    #[test]
+    fn forgotten_after_ten_minutes_untouched() {
+        let mut backoff = Backoff::default();
+        for t in 0..6 {
+            backoff.next("c", t * S);
+        }
+        assert_eq!(backoff.delay("c"), Some(MAX));
+        let later = 5 * S + 601 * S;
+        assert_eq!(backoff.blocked_until("c", later - S, later), None);
+        backoff.next("c", later);
+        assert_eq!(backoff.delay("c"), Some(INITIAL));
+    }
+}

@@ -1,0 +1,13 @@
+//! Making the runtime match one pod: a pure [`plan::plan`] decides, a worker executes.
+//!
+//! The rules follow the upstream kubelet's `computePodActions` (pkg/kubelet/kuberuntime,
+//! `kuberuntime_manager.go`): sandbox (re)creation, init containers in order, restart policies,
+//! CrashLoopBackOff (`flowcontrol.Backoff`: 10 s doubling to 300 s, forgotten after 10 min), spec
+//! changes by container hash, and termination.
+
+pub mod backoff;
+pub mod plan;
+pub mod state;
+
+#[cfg(test)]
+mod plan_tests;

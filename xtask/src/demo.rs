@@ -1,0 +1,157 @@
+//! `cargo xtask demo`: kernlet's main job on an embedded default. Standalone mode (static pods, no
+//! API server), on a private containerd started by the runtime fixture, with the example static
+//! pods in `deploy/examples/`. Everything it starts is torn down on exit (Ctrl-C, SIGTERM or
+//! `--for`).
+//!
+//! The development host has hybrid cgroups (no v2 controllers), so the demo config sets
+//! `cgroupsPerQOS: false`, which upstream supports; enforcement is shown by the node-VM tests.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use crate::{
+    cmd::run,
+    runtime::{Options, RuntimeFixture},
+    setup, workspace_root,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Stop after this many seconds instead of waiting for Ctrl-C.
+    #[arg(long = "for", value_name = "SECONDS")]
+    pub duration: Option<u64>,
+    /// Static pod directory (default: deploy/examples).
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+}
+
+/// The demo's `KubeletConfiguration`; `{endpoint}`, `{manifests}` are filled in.
+const CONFIG: &str = "\
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: {manifests}
+containerRuntimeEndpoint: {endpoint}
+# The development host has no cgroup v2 controllers; upstream allows running without QoS cgroups.
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+address: 127.0.0.1
+port: 10250
+";
+
+/// What ends the demo.
+enum Event {
+    /// Ctrl-C, SIGTERM or the `--for` time.
+    Stop,
+    /// kernlet exited by itself.
+    Exited(std::io::Result<ExitStatus>),
+}
+
+pub fn cli(args: &DemoArgs) -> Result<()> {
+    setup::ensure()?;
+    run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "-p", "kernlet"])
+            .current_dir(workspace_root()),
+    )?;
+    let manifests = args
+        .manifests
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("deploy/examples"));
+
+    let (events, event_rx) = mpsc::channel();
+    let on_signal = events.clone();
+    ctrlc::set_handler(move || {
+        let _ = on_signal.send(Event::Stop);
+    })
+    .context("installing the Ctrl-C handler")?;
+    if let Some(seconds) = args.duration {
+        let on_timer = events.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_secs(seconds));
+            let _ = on_timer.send(Event::Stop);
+        });
+    }
+
+    let fixture = RuntimeFixture::start(Options::default())?;
+    println!("demo: private containerd at {}", fixture.endpoint_uri());
+    let result = run_kernlet(&fixture, &manifests, &events, &event_rx);
+    println!("demo: tearing down");
+    let teardown = fixture.stop();
+    result.and(teardown)
+}
+
+fn run_kernlet(
+    fixture: &RuntimeFixture,
+    manifests: &Path,
+    events: &mpsc::Sender<Event>,
+    event_rx: &mpsc::Receiver<Event>,
+) -> Result<()> {
+    let config_path = fixture.base_dir().join("kernlet-config.yaml");
+    let config = CONFIG
+        .replace("{manifests}", &manifests.display().to_string())
+        .replace("{endpoint}", &fixture.endpoint_uri());
+    fs::write(&config_path, config)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let binary = workspace_root().join("target/debug/kernlet");
+    let mut kernlet = Command::new(&binary)
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--root-dir")
+        .arg(fixture.base_dir().join("kubelet"))
+        .args(["--hostname-override", "kernlet-demo"])
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let pid = Pid::from_raw(i32::try_from(kernlet.id()).context("kernlet pid out of range")?);
+    println!(
+        "demo: kernlet pid {pid} serving static pods from {} (Ctrl-C to stop)",
+        manifests.display()
+    );
+    let on_exit = events.clone();
+    let waiter = thread::spawn(move || {
+        let _ = on_exit.send(Event::Exited(kernlet.wait()));
+    });
+    let outcome = match event_rx.recv() {
+        Ok(Event::Exited(status)) => {
+            let status = status.context("waiting for kernlet")?;
+            anyhow::bail!("kernlet exited by itself: {status}")
+        }
+        Ok(Event::Stop) | Err(_) => stop_kernlet(pid, event_rx),
+    };
+    let _ = waiter.join();
+    outcome
+}
+
+/// SIGTERM, then SIGKILL after 10 s. kernlet never stops pods when it exits; the fixture's
+/// teardown removes them.
+fn stop_kernlet(pid: Pid, event_rx: &mpsc::Receiver<Event>) -> Result<()> {
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match event_rx.recv_timeout(left) {
+            Ok(Event::Exited(status)) => {
+                println!(
+                    "demo: kernlet exited ({})",
+                    status.context("waiting for kernlet")?
+                );
+                return Ok(());
+            }
+            Ok(Event::Stop) => {}
+            Err(_) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                anyhow::bail!("kernlet did not exit within 10 s of SIGTERM; killed it");
+            }
+        }
+    }
+}
