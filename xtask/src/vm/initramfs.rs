@@ -61,7 +61,6 @@ mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup || die "mounting cgroup2 failed"
 mount -t bpf bpf /newroot/sys/fs/bpf || die "mounting bpffs failed"
 mount -t tracefs tracefs /newroot/sys/kernel/tracing || die "mounting tracefs failed"
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run || die "mounting /run failed"
-mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || die "mounting /tmp failed"
 # Container state: overlayfs cannot use the root overlay as an upper layer.
 mkdir -p /newroot/var/lib/vm && mount -t tmpfs -o mode=0755 tmpfs /newroot/var/lib/vm || die "mounting /var/lib/vm failed"
 for c in $(cat /newroot/sys/fs/cgroup/cgroup.controllers); do

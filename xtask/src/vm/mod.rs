@@ -49,8 +49,9 @@ pub const DEFAULT_CPUS: u32 = 2;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
 /// Directories the VM mounts its own empty filesystems on: a working directory under one of them
-/// would not exist inside.
-const HIDDEN_IN_VM: [&str; 6] = ["/tmp", "/run", "/var/lib/vm", "/proc", "/sys", "/dev"];
+/// would not exist inside. `/tmp` stays the host's (through the overlay, writes stay in the VM),
+/// so a checkout under /tmp works.
+const HIDDEN_IN_VM: [&str; 5] = ["/run", "/var/lib/vm", "/proc", "/sys", "/dev"];
 /// Host environment variables forwarded into the VM (besides every `KERNLET_*`).
 const FORWARDED_ENV: [&str; 3] = ["RUST_LOG", "RUST_BACKTRACE", "CI"];
 
@@ -302,8 +303,9 @@ mod tests {
 
     #[test]
     fn hidden_working_directories_are_refused() {
-        assert!(check_cwd(Path::new("/tmp/x")).is_err());
+        assert!(check_cwd(Path::new("/run/x")).is_err());
+        assert!(check_cwd(Path::new("/tmp/x")).is_ok());
         assert!(check_cwd(Path::new("/work/main")).is_ok());
-        assert!(check_cwd(Path::new("/tmpfoo")).is_ok());
+        assert!(check_cwd(Path::new("/runfoo")).is_ok());
     }
 }
