@@ -47,6 +47,7 @@ fn sandbox(id: &str, ready: bool, attempt: u32) -> Sandbox {
         ready,
         attempt,
         created_at: i64::from(attempt) * S,
+        ip: None,
     }
 }
 
@@ -67,6 +68,10 @@ fn ctr(pod: &Pod, sb: &str, name: &str, state: RunState, exit: i32, t: i64) -> C
         } else {
             0
         },
+        reason: String::new(),
+        message: String::new(),
+        image: "kernlet.local/busybox:1".into(),
+        image_ref: String::new(),
     }
 }
 

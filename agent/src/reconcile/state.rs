@@ -13,6 +13,9 @@ pub struct Sandbox {
     /// Metadata attempt: 0 for the first sandbox, +1 per re-creation.
     pub attempt: u32,
     pub created_at: Nanos,
+    /// The pod IP the network plugin gave this sandbox (empty for host-network pods until the
+    /// node IP is filled in by the status code).
+    pub ip: Option<String>,
 }
 
 /// CRI container state.
@@ -40,6 +43,22 @@ pub struct Container {
     pub created_at: Nanos,
     pub started_at: Nanos,
     pub finished_at: Nanos,
+    /// The runtime's reason for the last exit (containerd: `Completed`, `Error`, `OOMKilled`).
+    pub reason: String,
+    pub message: String,
+    /// The image as the spec named it, and the resolved reference (digest).
+    pub image: String,
+    pub image_ref: String,
+}
+
+/// Why a container that should run has no running instance, as the worker last saw it
+/// (image pull failures, create errors); shown as the container's waiting state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// Upstream reason string: `ErrImagePull`, `ImagePullBackOff`, `ErrImageNeverPull`,
+    /// `CreateContainerConfigError`, `CreateContainerError`, `RunContainerError`.
+    pub reason: String,
+    pub message: String,
 }
 
 /// Everything the runtime has for one pod UID.
