@@ -6,7 +6,9 @@
 //! changes by container hash, and termination.
 
 pub mod backoff;
+pub mod observe;
 pub mod plan;
+pub mod pleg;
 pub mod state;
 
 #[cfg(test)]
