@@ -9,7 +9,7 @@
 
 pub mod labels;
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use kernlet_cri::v1::runtime_service_client::RuntimeServiceClient;
 use kernlet_cri::v1::{self, image_service_client::ImageServiceClient};
@@ -86,6 +86,9 @@ impl std::fmt::Debug for Runtime {
             .finish_non_exhaustive()
     }
 }
+
+/// A boxed CRI call with its deadline.
+pub type CallFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CriError>> + Send + 'a>>;
 
 /// First retry delay and cap for reaching an unreachable runtime.
 const CONNECT_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
@@ -168,26 +171,28 @@ impl Runtime {
     }
 
     /// Runs one call with the default deadline.
-    pub async fn call<T>(
+    pub fn call<'a, T: Send + 'a>(
         &self,
         method: &'static str,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, CriError> {
-        self.call_within(method, self.timeout, call).await
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'a,
+    ) -> CallFuture<'a, T> {
+        Self::call_within(method, self.timeout, call)
     }
 
-    /// Runs one call with deadline `after`.
-    pub async fn call_within<T>(
-        &self,
+    /// Runs one call with deadline `after`. The call is boxed: tonic's futures are large, and
+    /// keeping them out of every caller's state machine keeps the workers' futures small.
+    pub fn call_within<'a, T: Send + 'a>(
         method: &'static str,
         after: Duration,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, CriError> {
-        match tokio::time::timeout(after, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(CriError::Call { method, status }),
-            Err(_) => Err(CriError::Timeout { method, after }),
-        }
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'a,
+    ) -> CallFuture<'a, T> {
+        Box::pin(async move {
+            match tokio::time::timeout(after, call).await {
+                Ok(Ok(response)) => Ok(response.into_inner()),
+                Ok(Err(status)) => Err(CriError::Call { method, status }),
+                Err(_) => Err(CriError::Timeout { method, after }),
+            }
+        })
     }
 
     /// `runtimeRequestTimeout`.

@@ -36,6 +36,14 @@ impl Backoff {
         (now < until).then_some(until)
     }
 
+    /// When `key` may be tried again, counting from its last failure (upstream's
+    /// `IsInBackOffSinceUpdate`, used for image pulls), if it is still backing off.
+    #[must_use]
+    pub fn blocked_since_update(&self, key: &str, now: Nanos) -> Option<Nanos> {
+        let entry = self.entries.get(key)?;
+        self.blocked_until(key, entry.last_update, now)
+    }
+
     /// Records a restart at `now`: the next delay doubles (or starts at [`INITIAL`]).
     pub fn next(&mut self, key: &str, now: Nanos) {
         let delay = match self.entries.get(key) {
@@ -98,6 +106,15 @@ mod tests {
         // Finished at 105 s with a 10 s delay: blocked until 115 s.
         assert_eq!(backoff.blocked_until("c", 105 * S, 106 * S), Some(115 * S));
         assert_eq!(backoff.blocked_until("c", 105 * S, 115 * S), None);
+    }
+
+    #[test]
+    fn blocked_since_update_counts_from_the_last_failure() {
+        let mut backoff = Backoff::default();
+        assert_eq!(backoff.blocked_since_update("img", 0), None);
+        backoff.next("img", 50 * S);
+        assert_eq!(backoff.blocked_since_update("img", 55 * S), Some(60 * S));
+        assert_eq!(backoff.blocked_since_update("img", 60 * S), None);
     }
 
     #[test]

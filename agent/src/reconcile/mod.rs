@@ -6,6 +6,7 @@
 //! changes by container hash, and termination.
 
 pub mod backoff;
+pub mod images;
 pub mod observe;
 pub mod plan;
 pub mod pleg;
