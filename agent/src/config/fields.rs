@@ -19,7 +19,8 @@ use super::{
 };
 
 /// Upstream fields that kernlet reads into [`KubeletConfig`].
-pub(super) const SUPPORTED: [&str; 50] = [
+pub(super) const SUPPORTED: [&str; 51] = [
+    "podLogsDir",
     "enableServer",
     "staticPodPath",
     "syncFrequency",
@@ -259,6 +260,9 @@ impl Reader<'_> {
 
     fn read_node(&mut self, root: &Map<String, Value>, c: &mut KubeletConfig) {
         self.path(root, "staticPodPath", &mut c.static_pod_path);
+        let mut pod_logs_dir = None;
+        self.path(root, "podLogsDir", &mut pod_logs_dir);
+        set(&mut c.pod_logs_dir, pod_logs_dir);
         set(
             &mut c.sync_frequency,
             self.nonzero_duration(root, "syncFrequency"),

@@ -77,6 +77,8 @@ pub struct KubeletConfig {
     pub enable_server: bool,
     /// `staticPodPath` / `--pod-manifest-path`; `None` for `""`.
     pub static_pod_path: Option<PathBuf>,
+    /// `podLogsDir`: where container logs go (`<dir>/<namespace>_<name>_<uid>/<container>/`).
+    pub pod_logs_dir: PathBuf,
     /// `syncFrequency`.
     pub sync_frequency: Duration,
     /// `fileCheckFrequency`.
@@ -185,6 +187,7 @@ impl Default for KubeletConfig {
             config_file: None,
             enable_server: true,
             static_pod_path: None,
+            pod_logs_dir: PathBuf::from("/var/log/pods"),
             sync_frequency: Duration::from_mins(1),
             file_check_frequency: Duration::from_secs(20),
             address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),

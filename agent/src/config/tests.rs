@@ -63,6 +63,7 @@ fn defaults_match_upstream() {
     assert_eq!(c.pods_per_core, 0);
     assert_eq!(c.pod_pids_limit, -1);
     assert_eq!(c.resolv_conf, Some(PathBuf::from("/etc/resolv.conf")));
+    assert_eq!(c.pod_logs_dir, PathBuf::from("/var/log/pods"));
     assert!(c.cpu_cfs_quota);
     assert_eq!(c.cpu_cfs_quota_period, Duration::from_millis(100));
     assert!(c.serialize_image_pulls);
@@ -511,4 +512,12 @@ fn reserved_map_keys_are_typed() {
     )]
     .into();
     assert_eq!(c.system_reserved, want);
+}
+
+#[test]
+fn pod_logs_dir_is_supported() {
+    let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\npodLogsDir: /srv/logs\n";
+    let loaded = KubeletConfig::from_yaml_str(text).unwrap();
+    assert_eq!(loaded.config.pod_logs_dir, PathBuf::from("/srv/logs"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }

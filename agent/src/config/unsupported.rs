@@ -53,12 +53,7 @@ const fn field(name: &'static str, accepts: Accepts, default: &'static str) -> U
 use Accepts::{AnyBool, Bool, Duration, Empty, Int, MemorySwap, Null, Str, UserNamespaces};
 
 /// Every upstream field that is neither typed by kernlet nor `apiVersion`/`kind`.
-pub(super) const UNSUPPORTED: [Unsupported; 76] = [
-    field(
-        "podLogsDir",
-        Str(&["", "/var/log/pods"]),
-        "\"/var/log/pods\"",
-    ),
+pub(super) const UNSUPPORTED: [Unsupported; 75] = [
     field("httpCheckFrequency", Duration(&["0s", "20s"]), "\"20s\""),
     field("staticPodURL", Str(&[""]), "\"\""),
     field("staticPodURLHeader", Empty, "unset"),
