@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+pub mod node;
+
 /// The cgroup v2 mount point: `/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a
 /// hybrid one.
 pub fn cgroup2_mount() -> Result<PathBuf> {

@@ -1,0 +1,244 @@
+//! A test node: the real `kernlet` binary in standalone mode on a private containerd fixture, with
+//! its own manifest directory, root and log directories, and an HTTP port to read `/pods` from.
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use xtask::runtime::{Options, RuntimeFixture};
+
+/// Where the kernlet binary is: `KERNLET_BIN` (set by `cargo xtask test`), else the workspace's
+/// debug build, built now if missing.
+pub fn kernlet_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("KERNLET_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| xtask::workspace_root().join("target"), PathBuf::from);
+    let binary = target.join("debug/kernlet");
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "-q", "-p", "kernlet", "--bin", "kernlet"])
+        .current_dir(xtask::workspace_root())
+        .status()
+        .context("building kernlet")?;
+    if !status.success() {
+        bail!("building kernlet failed: {status}");
+    }
+    Ok(binary)
+}
+
+/// kernlet plus its runtime and directories; everything is torn down on drop.
+pub struct TestNode {
+    pub fixture: Option<RuntimeFixture>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    kernlet: Option<Child>,
+    binary: PathBuf,
+}
+
+impl TestNode {
+    /// Starts a fixture and kernlet with an empty manifest directory.
+    pub fn start() -> Result<Self> {
+        let fixture = RuntimeFixture::start(Options::default())?;
+        let dir = tempfile::Builder::new()
+            .prefix("kernlet-node-")
+            .tempdir_in(fixture.base_dir())?;
+        for sub in ["manifests", "root", "logs"] {
+            fs::create_dir_all(dir.path().join(sub))?;
+        }
+        let port = free_port()?;
+        let config = format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\n\
+             kind: KubeletConfiguration\n\
+             staticPodPath: {manifests}\n\
+             podLogsDir: {logs}\n\
+             containerRuntimeEndpoint: {endpoint}\n\
+             cgroupsPerQOS: false\n\
+             enforceNodeAllocatable: []\n\
+             address: 127.0.0.1\n\
+             port: {port}\n\
+             healthzPort: 0\n\
+             resolvConf: \"\"\n",
+            manifests = dir.path().join("manifests").display(),
+            logs = dir.path().join("logs").display(),
+            endpoint = fixture.endpoint_uri(),
+        );
+        fs::write(dir.path().join("config.yaml"), config)?;
+        let mut node = Self {
+            fixture: Some(fixture),
+            dir,
+            port,
+            kernlet: None,
+            binary: kernlet_binary()?,
+        };
+        node.start_kernlet()?;
+        Ok(node)
+    }
+
+    #[must_use]
+    pub fn manifests(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    #[must_use]
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// Starts kernlet (again) with the node's config.
+    pub fn start_kernlet(&mut self) -> Result<()> {
+        let log = fs::File::create(self.dir.path().join("kernlet.log"))?;
+        let child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(self.dir.path().join("config.yaml"))
+            .arg("--root-dir")
+            .arg(self.dir.path().join("root"))
+            .args(["--hostname-override", "testnode"])
+            .env("RUST_LOG", "kernlet=debug")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.kernlet = Some(child);
+        self.wait_until("kernlet serves /pods", Duration::from_secs(30), |node| {
+            Ok(node.get("/healthz").is_ok())
+        })
+    }
+
+    /// Kills kernlet with `signal` and waits for it to exit.
+    pub fn stop_kernlet(&mut self, signal: nix::sys::signal::Signal) -> Result<()> {
+        if let Some(mut child) = self.kernlet.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+            nix::sys::signal::kill(pid, signal)?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Writes manifest `name` atomically (write then rename, as editors and config tools do).
+    pub fn write_manifest(&self, name: &str, text: &str) -> Result<()> {
+        let tmp = self.manifests().join(format!(".{name}.tmp"));
+        fs::write(&tmp, text)?;
+        fs::rename(&tmp, self.manifests().join(name))?;
+        Ok(())
+    }
+
+    pub fn remove_manifest(&self, name: &str) -> Result<()> {
+        Ok(fs::remove_file(self.manifests().join(name))?)
+    }
+
+    /// `GET path` on kernlet's port: the body of a 200 response.
+    pub fn get(&self, path: &str) -> Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .context("no end of headers")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+        }
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            return Ok(dechunk(body));
+        }
+        Ok(body.to_owned())
+    }
+
+    /// The pods kernlet reports, as JSON objects.
+    pub fn pods(&self) -> Result<Vec<Value>> {
+        let list: Value = serde_json::from_str(&self.get("/pods")?)?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The pod whose metadata.name is `name`, if reported.
+    pub fn pod(&self, name: &str) -> Result<Option<Value>> {
+        Ok(self
+            .pods()?
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == name))
+    }
+
+    /// Polls `check` every 100 ms until it is true or `timeout` passes (then fails with the
+    /// kernlet log's tail).
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Self) -> Result<bool>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            match check(self) {
+                Ok(true) => return Ok(()),
+                Ok(false) => last = None,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = fs::read_to_string(self.dir.path().join("kernlet.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "timed out after {timeout:?} waiting until {what} (last error: {last:?})\nkernlet log tail:\n{}",
+            tail.join("\n")
+        )
+    }
+
+    /// The kernlet log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("kernlet.log")).unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.stop_kernlet(nix::sys::signal::Signal::SIGKILL);
+        if let Some(fixture) = self.fixture.take()
+            && let Err(e) = fixture.stop()
+        {
+            eprintln!("fixture teardown failed: {e:#}");
+        }
+    }
+}
+
+/// A port nothing listens on right now (the kernel picks it; kernlet binds it a moment later).
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
