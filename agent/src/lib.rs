@@ -7,5 +7,8 @@ pub mod config;
 pub mod cri;
 pub mod daemon;
 pub mod ebpf;
+pub mod node;
 pub mod pod;
 pub mod reconcile;
+pub mod server;
+pub mod status;

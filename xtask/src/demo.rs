@@ -22,6 +22,7 @@ use nix::{
 
 use crate::{
     cmd::run,
+    http,
     runtime::{Options, RuntimeFixture},
     setup, workspace_root,
 };
@@ -46,8 +47,12 @@ containerRuntimeEndpoint: {endpoint}
 cgroupsPerQOS: false
 enforceNodeAllocatable: []
 address: 127.0.0.1
-port: 10250
+port: {port}
+podLogsDir: {logs}
 ";
+
+/// The demo's kernlet port (localhost only).
+const DEMO_PORT: u16 = 10250;
 
 /// What ends the demo.
 enum Event {
@@ -100,7 +105,12 @@ fn run_kernlet(
     let config_path = fixture.base_dir().join("kernlet-config.yaml");
     let config = CONFIG
         .replace("{manifests}", &manifests.display().to_string())
-        .replace("{endpoint}", &fixture.endpoint_uri());
+        .replace("{endpoint}", &fixture.endpoint_uri())
+        .replace("{port}", &DEMO_PORT.to_string())
+        .replace(
+            "{logs}",
+            &fixture.base_dir().join("logs").display().to_string(),
+        );
     fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let binary = workspace_root().join("target/debug/kernlet");
@@ -117,6 +127,7 @@ fn run_kernlet(
         "demo: kernlet pid {pid} serving static pods from {} (Ctrl-C to stop)",
         manifests.display()
     );
+    thread::spawn(|| print_pods_every(Duration::from_secs(5)));
     let on_exit = events.clone();
     let waiter = thread::spawn(move || {
         let _ = on_exit.send(Event::Exited(kernlet.wait()));
@@ -130,6 +141,50 @@ fn run_kernlet(
     };
     let _ = waiter.join();
     outcome
+}
+
+/// Prints the pods kernlet reports (`GET /pods`) as a table, like `kubectl get pods`.
+fn print_pods_every(period: Duration) {
+    loop {
+        thread::sleep(period);
+        let Ok(body) = http::get(DEMO_PORT, "/pods") else {
+            continue;
+        };
+        let Ok(list) = serde_json::from_str::<serde_json::Value>(&body) else {
+            continue;
+        };
+        println!(
+            "{:<24} {:<10} {:<6} {:<9} STATUS",
+            "NAME", "PHASE", "READY", "RESTARTS"
+        );
+        for pod in list["items"].as_array().into_iter().flatten() {
+            let statuses = pod["status"]["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+            let restarts: u64 = statuses
+                .iter()
+                .filter_map(|c| c["restartCount"].as_u64())
+                .sum();
+            let state = statuses
+                .iter()
+                .find_map(|c| {
+                    let state = &c["state"];
+                    state["waiting"]["reason"]
+                        .as_str()
+                        .or(state["terminated"]["reason"].as_str())
+                })
+                .unwrap_or("Running");
+            println!(
+                "{:<24} {:<10} {:<6} {:<9} {state}",
+                pod["metadata"]["name"].as_str().unwrap_or_default(),
+                pod["status"]["phase"].as_str().unwrap_or_default(),
+                format!("{ready}/{}", statuses.len()),
+                restarts,
+            );
+        }
+    }
 }
 
 /// SIGTERM, then SIGKILL after 10 s. kernlet never stops pods when it exits; the fixture's

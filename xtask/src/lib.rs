@@ -3,6 +3,7 @@
 
 pub mod cmd;
 pub mod demo;
+pub mod http;
 pub mod images;
 pub mod runtime;
 pub mod setup;

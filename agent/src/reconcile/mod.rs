@@ -6,11 +6,15 @@
 //! changes by container hash, and termination.
 
 pub mod backoff;
+pub mod execute;
 pub mod images;
+pub mod manager;
 pub mod observe;
 pub mod plan;
 pub mod pleg;
+pub mod spec;
 pub mod state;
+pub mod worker;
 
 #[cfg(test)]
 mod plan_tests;

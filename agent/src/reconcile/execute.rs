@@ -1,0 +1,497 @@
+//! Executing [`Action`]s through CRI: sandbox creation (volumes, log directory, config), image
+//! presence, container creation and start, stop with the preStop exec hook and the grace period
+//! (upstream's `killContainer`: the hook's time counts against the grace, at least 2 s remain for
+//! SIGTERM), and removal. Failures become the container's waiting reason, as upstream reports them.
+use std::{path::Path, time::Duration, time::Instant};
+
+use k8s_openapi::api::core::v1::{Container as ContainerSpec, Pod};
+use kernlet_cri::v1;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    images::{ImageOutcome, ensure_image},
+    plan::{Action, Plan, StopReason, Target},
+    spec::{self, NodeContext, ResolvConf},
+    state::{PodRuntime, Waiting},
+    worker::{Memory, now_nanos},
+};
+use crate::cri::{CriError, Runtime};
+
+/// Upstream's `minimumGracePeriodInSeconds`: what is left for SIGTERM after a slow preStop hook.
+const MINIMUM_GRACE: Duration = Duration::from_secs(2);
+
+/// Something an action could not do; the worker pauses and retries.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error("pod {uid}: {action}: {source}")]
+    Runtime {
+        uid: String,
+        action: &'static str,
+        #[source]
+        source: CriError,
+    },
+    #[error("pod {uid}: container {name} is waiting: {reason}")]
+    Waiting {
+        uid: String,
+        name: String,
+        reason: String,
+    },
+    #[error("pod {uid}: {message}")]
+    Spec { uid: String, message: String },
+}
+
+/// Chooses the cgroup parent of a pod's sandbox (the cgroup manager's hook; `None` lets the
+/// runtime choose).
+pub type CgroupParent = Box<dyn Fn(&Pod) -> Option<String> + Send + Sync>;
+
+/// Shared by all workers: the runtime and what the node looks like.
+pub struct Executor {
+    runtime: Runtime,
+    node: NodeContext,
+    resolv: ResolvConf,
+    cgroup_parent: CgroupParent,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sandbox containers of this round go into.
+struct Current {
+    id: String,
+    config: v1::PodSandboxConfig,
+    ip: Option<String>,
+}
+
+impl Executor {
+    #[must_use]
+    pub fn new(
+        runtime: Runtime,
+        node: NodeContext,
+        resolv: ResolvConf,
+        cgroup_parent: CgroupParent,
+    ) -> Self {
+        Self {
+            runtime,
+            node,
+            resolv,
+            cgroup_parent,
+        }
+    }
+
+    #[must_use]
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    #[must_use]
+    pub fn node(&self) -> &NodeContext {
+        &self.node
+    }
+
+    /// Executes `plan` in order; stops at the first failure (the next round re-plans).
+    pub async fn execute(
+        &self,
+        uid: &str,
+        pod: Option<&Pod>,
+        plan: &Plan,
+        observed: &PodRuntime,
+        memory: &mut Memory,
+        cancel: &CancellationToken,
+    ) -> Result<(), ExecuteError> {
+        let mut current: Option<Current> = None;
+        for action in &plan.actions {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            match action {
+                Action::StopContainer {
+                    id,
+                    name,
+                    grace,
+                    reason,
+                } => {
+                    let spec = pod.and_then(|p| find_container(p, name));
+                    self.stop_container(uid, id, spec, *grace, *reason).await?;
+                }
+                Action::StopSandbox { id } => {
+                    let request = v1::StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    };
+                    let mut client = self.runtime.runtime_client();
+                    self.tolerate_missing(uid, "StopPodSandbox", client.stop_pod_sandbox(request))
+                        .await?;
+                }
+                Action::RemoveContainer { id } => {
+                    let request = v1::RemoveContainerRequest {
+                        container_id: id.clone(),
+                    };
+                    let mut client = self.runtime.runtime_client();
+                    self.tolerate_missing(uid, "RemoveContainer", client.remove_container(request))
+                        .await?;
+                }
+                Action::RemoveSandbox { id } => {
+                    let request = v1::RemovePodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    };
+                    let mut client = self.runtime.runtime_client();
+                    self.tolerate_missing(
+                        uid,
+                        "RemovePodSandbox",
+                        client.remove_pod_sandbox(request),
+                    )
+                    .await?;
+                }
+                Action::CreateSandbox { attempt } => {
+                    let pod =
+                        pod.ok_or_else(|| spec_error(uid, "no pod spec to create a sandbox from"))?;
+                    current = Some(self.create_sandbox(uid, pod, *attempt).await?);
+                }
+                Action::StartContainer {
+                    target,
+                    restart_count,
+                    backoff_key,
+                } => {
+                    let pod = pod
+                        .ok_or_else(|| spec_error(uid, "no pod spec to start a container from"))?;
+                    if current.is_none() {
+                        current = Some(self.current_sandbox(uid, pod, observed)?);
+                    }
+                    let Some(sandbox) = current.as_ref() else {
+                        continue;
+                    };
+                    self.start_container(uid, pod, sandbox, *target, *restart_count, memory)
+                        .await?;
+                    if let Some(key) = backoff_key {
+                        memory.restarts.next(key, now_nanos());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the pod's volumes and state directory once its sandboxes are gone.
+    pub async fn cleanup_pod(&self, uid: &str) {
+        let root = self.node.root_dir.clone();
+        let uid = uid.to_owned();
+        let result = tokio::task::spawn_blocking(move || spec::cleanup_volumes(&root, &uid)).await;
+        if let Ok(Err(error)) = result {
+            tracing::warn!(%error, "removing pod volumes failed");
+        }
+    }
+
+    async fn create_sandbox(
+        &self,
+        uid: &str,
+        pod: &Pod,
+        attempt: u32,
+    ) -> Result<Current, ExecuteError> {
+        let volumes =
+            spec::plan_volumes(pod, &self.node).map_err(|e| spec_error(uid, &e.to_string()))?;
+        prepare(volumes)
+            .await
+            .map_err(|message| spec_error(uid, &message))?;
+
+        let parent = (self.cgroup_parent)(pod);
+        let config =
+            spec::sandbox_config(pod, attempt, &self.node, &self.resolv, parent.as_deref())
+                .map_err(|e| spec_error(uid, &e.to_string()))?;
+        let mut client = self.runtime.runtime_client();
+        let request = v1::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        };
+        let id = self
+            .runtime
+            .call("RunPodSandbox", client.run_pod_sandbox(request))
+            .await
+            .map_err(|source| ExecuteError::Runtime {
+                uid: uid.into(),
+                action: "RunPodSandbox",
+                source,
+            })?
+            .pod_sandbox_id;
+        let request = v1::PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        };
+        let ip = self
+            .runtime
+            .call("PodSandboxStatus", client.pod_sandbox_status(request))
+            .await
+            .ok()
+            .and_then(|r| r.status)
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .filter(|ip| !ip.is_empty());
+        tracing::info!(%uid, sandbox = %id, attempt, ?ip, "pod sandbox created");
+        Ok(Current { id, config, ip })
+    }
+
+    /// The newest ready sandbox of the pod, with the config it was created from.
+    fn current_sandbox(
+        &self,
+        uid: &str,
+        pod: &Pod,
+        observed: &PodRuntime,
+    ) -> Result<Current, ExecuteError> {
+        let sandbox = observed
+            .newest_sandbox()
+            .filter(|s| s.ready)
+            .ok_or_else(|| spec_error(uid, "no ready sandbox to start containers in"))?;
+        let parent = (self.cgroup_parent)(pod);
+        let config = spec::sandbox_config(
+            pod,
+            sandbox.attempt,
+            &self.node,
+            &self.resolv,
+            parent.as_deref(),
+        )
+        .map_err(|e| spec_error(uid, &e.to_string()))?;
+        Ok(Current {
+            id: sandbox.id.clone(),
+            config,
+            ip: sandbox.ip.clone(),
+        })
+    }
+
+    async fn start_container(
+        &self,
+        uid: &str,
+        pod: &Pod,
+        sandbox: &Current,
+        target: Target,
+        restart_count: u32,
+        memory: &mut Memory,
+    ) -> Result<(), ExecuteError> {
+        let spec = target_spec(pod, target)
+            .ok_or_else(|| spec_error(uid, "container index out of range"))?;
+        let name = spec.name.clone();
+        let policy = spec.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+        let image = spec.image.as_deref().unwrap_or_default();
+        let image_ref = match ensure_image(
+            &self.runtime,
+            &mut memory.pulls,
+            uid,
+            image,
+            policy,
+            now_nanos(),
+        )
+        .await
+        {
+            ImageOutcome::Ready(reference) => reference,
+            ImageOutcome::Waiting { waiting, retry_at } => {
+                memory.retry_at = retry_at;
+                return Err(Self::wait(uid, &name, waiting, memory));
+            }
+        };
+        let pod_ips: Vec<String> = sandbox.ip.iter().cloned().collect();
+        let files = spec::plan_container_files(pod, target, restart_count, &pod_ips, &self.node);
+        let prepared = match files {
+            Ok(files) => prepare(files).await.map_err(|message| Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message,
+            }),
+            Err(error) => Err(Waiting {
+                reason: error.reason().to_owned(),
+                message: error.to_string(),
+            }),
+        };
+        if let Err(waiting) = prepared {
+            return Err(Self::wait(uid, &name, waiting, memory));
+        }
+        let config = match spec::container_config(
+            pod,
+            target,
+            restart_count,
+            &pod_ips,
+            &self.node,
+            &image_ref,
+        ) {
+            Ok(config) => config,
+            Err(error) => {
+                let waiting = Waiting {
+                    reason: error.reason().to_owned(),
+                    message: error.to_string(),
+                };
+                return Err(Self::wait(uid, &name, waiting, memory));
+            }
+        };
+        let mut client = self.runtime.runtime_client();
+        let request = v1::CreateContainerRequest {
+            pod_sandbox_id: sandbox.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.config.clone()),
+        };
+        let id = match self
+            .runtime
+            .call("CreateContainer", client.create_container(request))
+            .await
+        {
+            Ok(response) => response.container_id,
+            Err(error) => {
+                let waiting = Waiting {
+                    reason: "CreateContainerError".into(),
+                    message: error.to_string(),
+                };
+                return Err(Self::wait(uid, &name, waiting, memory));
+            }
+        };
+        let request = v1::StartContainerRequest {
+            container_id: id.clone(),
+        };
+        if let Err(error) = self
+            .runtime
+            .call("StartContainer", client.start_container(request))
+            .await
+        {
+            let waiting = Waiting {
+                reason: "RunContainerError".into(),
+                message: error.to_string(),
+            };
+            return Err(Self::wait(uid, &name, waiting, memory));
+        }
+        memory.waiting.remove(&name);
+        memory.retry_at = None;
+        tracing::info!(%uid, container = %name, id = %id, restart_count, "container started");
+        Ok(())
+    }
+
+    /// Records why container `name` waits and returns the matching error.
+    fn wait(uid: &str, name: &str, waiting: Waiting, memory: &mut Memory) -> ExecuteError {
+        tracing::warn!(%uid, container = %name, reason = %waiting.reason, message = %waiting.message,
+            "container cannot start");
+        let reason = waiting.reason.clone();
+        memory.waiting.insert(name.to_owned(), waiting);
+        ExecuteError::Waiting {
+            uid: uid.into(),
+            name: name.into(),
+            reason,
+        }
+    }
+
+    async fn stop_container(
+        &self,
+        uid: &str,
+        id: &str,
+        spec: Option<&ContainerSpec>,
+        grace: Duration,
+        reason: StopReason,
+    ) -> Result<(), ExecuteError> {
+        let started = Instant::now();
+        if let Some(command) = spec.and_then(pre_stop_command) {
+            let timeout = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+            let mut client = self.runtime.runtime_client();
+            let request = v1::ExecSyncRequest {
+                container_id: id.to_owned(),
+                cmd: command,
+                timeout,
+            };
+            match Runtime::call_within(
+                "ExecSync",
+                grace + self.runtime.timeout(),
+                client.exec_sync(request),
+            )
+            .await
+            {
+                Ok(result) if result.exit_code != 0 => {
+                    tracing::warn!(%uid, container = id, exit_code = result.exit_code, "preStop hook failed");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%uid, container = id, %error, "preStop hook failed"),
+            }
+        }
+        let left = grace
+            .saturating_sub(started.elapsed())
+            .max(if grace.is_zero() {
+                Duration::ZERO
+            } else {
+                MINIMUM_GRACE
+            });
+        tracing::info!(%uid, container = id, ?reason, grace = ?left, "stopping container");
+        let mut client = self.runtime.runtime_client();
+        let request = v1::StopContainerRequest {
+            container_id: id.to_owned(),
+            timeout: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+        };
+        let deadline = self.runtime.timeout() + left;
+        match Runtime::call_within("StopContainer", deadline, client.stop_container(request)).await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(source) => Err(ExecuteError::Runtime {
+                uid: uid.into(),
+                action: "StopContainer",
+                source,
+            }),
+        }
+    }
+
+    /// Runs a call whose object may already be gone (not an error).
+    async fn tolerate_missing<T: Send>(
+        &self,
+        uid: &str,
+        action: &'static str,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send,
+    ) -> Result<(), ExecuteError> {
+        match self.runtime.call(action, call).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(source) => Err(ExecuteError::Runtime {
+                uid: uid.into(),
+                action,
+                source,
+            }),
+        }
+    }
+}
+
+/// Creates a volume plan's directories, files and mounts on the host (blocking work, off the
+/// async threads).
+async fn prepare(plan: spec::VolumePlan) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || {
+        spec::prepare_volumes(&plan, Path::new("/")).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("volume preparation task failed: {e}"))?
+}
+
+fn spec_error(uid: &str, message: &str) -> ExecuteError {
+    ExecuteError::Spec {
+        uid: uid.into(),
+        message: message.into(),
+    }
+}
+
+fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerSpec> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == name)
+}
+
+fn target_spec(pod: &Pod, target: Target) -> Option<&ContainerSpec> {
+    let spec = pod.spec.as_ref()?;
+    match target {
+        Target::Init(i) => spec.init_containers.as_ref()?.get(i),
+        Target::App(i) => spec.containers.get(i),
+    }
+}
+
+/// The preStop hook's exec command, if it has one (httpGet and sleep hooks come later).
+fn pre_stop_command(container: &ContainerSpec) -> Option<Vec<String>> {
+    let exec = container
+        .lifecycle
+        .as_ref()?
+        .pre_stop
+        .as_ref()?
+        .exec
+        .as_ref()?;
+    exec.command.clone().filter(|c| !c.is_empty())
+}

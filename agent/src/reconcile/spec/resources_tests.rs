@@ -1,0 +1,311 @@
+//! Tests for [`super::resources`]: the conversions against upstream's formulas, `QoS` classes and
+//! OOM score adjustments.
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::resources::{
+    MAX_SHARES, MIN_QUOTA_US, MIN_SHARES, QosClass, clamp_burstable, container_linux_resources,
+    linux_resources, milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj, pod_limits,
+    pod_requests, qos_class, sandbox_linux_resources,
+};
+use super::test_support::{node, pod, pod_with};
+
+#[test]
+fn shares_follow_upstream_table() {
+    // (milli-cores, shares) from upstream's MilliCPUToShares tests and the clamp bounds.
+    let cases = [
+        (0, 2),
+        (1, 2),
+        (2, 2),
+        (3, 3),
+        (10, 10),
+        (100, 102),
+        (250, 256),
+        (500, 512),
+        (1000, 1024),
+        (1500, 1536),
+        (256_000, 262_144),
+        (300_000, 262_144),
+        (-5, 2),
+    ];
+    for (milli, shares) in cases {
+        assert_eq!(milli_cpu_to_shares(milli), shares, "{milli}m");
+    }
+}
+
+#[test]
+fn quota_follows_upstream_table() {
+    // (milli-cores, period, quota) from upstream's milliCPUToQuota tests.
+    let cases = [
+        (0, 100_000, 0),
+        (5, 100_000, 1000),
+        (9, 100_000, 1000),
+        (10, 100_000, 1000),
+        (200, 100_000, 20_000),
+        (500, 100_000, 50_000),
+        (1000, 100_000, 100_000),
+        (1500, 100_000, 150_000),
+        (1500, 50_000, 75_000),
+        (10, 50_000, 1000),
+    ];
+    for (milli, period, quota) in cases {
+        assert_eq!(
+            milli_cpu_to_quota(milli, period),
+            quota,
+            "{milli}m/{period}"
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn shares_match_formula(milli in 0_i64..10_000_000) {
+        let expected = if milli == 0 {
+            2
+        } else {
+            (milli * 1024 / 1000).clamp(MIN_SHARES, MAX_SHARES)
+        };
+        prop_assert_eq!(milli_cpu_to_shares(milli), expected);
+        prop_assert!((MIN_SHARES..=MAX_SHARES).contains(&milli_cpu_to_shares(milli)));
+    }
+
+    #[test]
+    fn quota_matches_formula(milli in 0_i64..10_000_000, period in 1000_i64..1_000_000) {
+        let quota = milli_cpu_to_quota(milli, period);
+        if milli == 0 {
+            prop_assert_eq!(quota, 0);
+        } else {
+            prop_assert_eq!(quota, (milli * period / 1000).max(MIN_QUOTA_US));
+        }
+    }
+
+    #[test]
+    fn burstable_score_stays_between_guaranteed_and_best_effort(
+        request in 1_u64..(64 << 30),
+        capacity in 1_u64..(64 << 30),
+    ) {
+        let memory = format!("{request}");
+        let pod = pod(json!({"containers": [{
+            "name": "app",
+            "resources": {"requests": {"memory": memory}},
+        }]}));
+        let spec = pod.spec.as_ref().unwrap();
+        let score = oom_score_adj(&pod, &spec.containers[0], false, capacity).unwrap();
+        let raw = 1000 - (1000 * i128::from(request)) / i128::from(capacity);
+        let expected = clamp_burstable(i64::try_from(raw).unwrap_or(i64::MIN));
+        prop_assert_eq!(score, expected);
+        prop_assert!((3..=999).contains(&score));
+    }
+
+    #[test]
+    fn memory_limit_passes_through(bytes in 1_i64..(1 << 50), milli in 1_i64..64_000) {
+        let resources = linux_resources(None, Some(milli), Some(bytes), &node());
+        prop_assert_eq!(resources.memory_limit_in_bytes, bytes);
+        prop_assert_eq!(resources.cpu_shares, milli_cpu_to_shares(milli));
+        prop_assert_eq!(resources.cpu_quota, milli_cpu_to_quota(milli, 100_000));
+    }
+}
+
+fn one_container(resources: &serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+    pod(json!({"containers": [{"name": "app", "resources": resources}]}))
+}
+
+#[test]
+fn qos_classes() {
+    let cases = [
+        (json!({}), QosClass::BestEffort),
+        (
+            json!({"requests": {"cpu": "0", "memory": "0"}}),
+            QosClass::BestEffort,
+        ),
+        (json!({"requests": {"cpu": "100m"}}), QosClass::Burstable),
+        (
+            json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}),
+            QosClass::Guaranteed,
+        ),
+        (
+            json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m", "memory": "1Gi"}}),
+            QosClass::Burstable,
+        ),
+        (
+            json!({"limits": {"cpu": "1"}, "requests": {"cpu": "1"}}),
+            QosClass::Burstable,
+        ),
+        // Not API-defaulted (requests not copied from limits): upstream says Burstable too.
+        (
+            json!({"limits": {"cpu": "1", "memory": "1Gi"}}),
+            QosClass::Burstable,
+        ),
+    ];
+    for (resources, expected) in cases {
+        let pod = one_container(&resources);
+        assert_eq!(qos_class(&pod).unwrap(), expected, "{resources}");
+    }
+}
+
+#[test]
+fn qos_counts_init_containers() {
+    let pod = pod(json!({
+        "containers": [{"name": "app", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}}],
+        "initContainers": [{"name": "init"}],
+    }));
+    assert_eq!(qos_class(&pod).unwrap(), QosClass::Burstable);
+}
+
+#[test]
+fn oom_score_by_qos() {
+    let node = node();
+    let capacity = node.memory_capacity_bytes;
+    let guaranteed = one_container(&json!({
+        "limits": {"cpu": "1", "memory": "1Gi"},
+        "requests": {"cpu": "1", "memory": "1Gi"},
+    }));
+    let best_effort = one_container(&json!({}));
+    // 1 GiB of 8 GiB: 1000 - 125 = 875.
+    let burstable = one_container(&json!({"requests": {"memory": "1Gi"}}));
+    let tiny = one_container(&json!({"requests": {"cpu": "10m"}}));
+    let huge = one_container(&json!({"requests": {"memory": "16Gi"}}));
+    let score = |pod: &k8s_openapi::api::core::v1::Pod| {
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        oom_score_adj(pod, c, false, capacity).unwrap()
+    };
+    assert_eq!(score(&guaranteed), -997);
+    assert_eq!(score(&best_effort), 1000);
+    assert_eq!(score(&burstable), 875);
+    assert_eq!(score(&tiny), 999);
+    assert_eq!(score(&huge), 3);
+}
+
+#[test]
+fn node_critical_static_pods_get_guaranteed_score() {
+    let pod = pod_with(
+        json!({"annotations": {"kubernetes.io/config.source": "file"}}),
+        json!({"priorityClassName": "system-node-critical"}),
+    );
+    let c = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(oom_score_adj(&pod, c, false, 8 << 30).unwrap(), -997);
+}
+
+#[test]
+fn sidecar_score_is_no_higher_than_smallest_app_container() {
+    let pod = pod(json!({
+        "containers": [
+            {"name": "a", "resources": {"requests": {"memory": "4Gi"}}},
+            {"name": "b", "resources": {"requests": {"memory": "2Gi"}}},
+        ],
+        "initContainers": [{"name": "side", "restartPolicy": "Always", "resources": {"requests": {"memory": "1Gi"}}}],
+    }));
+    let side = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    // Own request: 875; smallest app container (2 GiB): 750.
+    assert_eq!(oom_score_adj(&pod, side, true, 8 << 30).unwrap(), 750);
+}
+
+#[test]
+fn container_resources_convert_requests_and_limits() {
+    let pod = one_container(&json!({
+        "requests": {"cpu": "250m", "memory": "64Mi"},
+        "limits": {"cpu": "500m", "memory": "128Mi"},
+    }));
+    let c = &pod.spec.as_ref().unwrap().containers[0];
+    let r = container_linux_resources(&pod, c, false, &node()).unwrap();
+    assert_eq!(r.cpu_shares, 256);
+    assert_eq!(r.cpu_quota, 50_000);
+    assert_eq!(r.cpu_period, 100_000);
+    assert_eq!(r.memory_limit_in_bytes, 128 << 20);
+    assert_eq!(r.oom_score_adj, 1000 - 1000 * (64 << 20) / (8_i64 << 30));
+    assert_eq!(
+        r.unified.get("memory.oom.group").map(String::as_str),
+        Some("1")
+    );
+    assert!(!r.unified.contains_key("memory.swap.max"));
+}
+
+#[test]
+fn limit_only_cpu_sets_shares_from_limit_and_no_limit_means_no_quota() {
+    let node = node();
+    let r = linux_resources(None, Some(2000), None, &node);
+    assert_eq!(
+        (r.cpu_shares, r.cpu_quota, r.cpu_period),
+        (2048, 200_000, 100_000)
+    );
+    assert_eq!(r.memory_limit_in_bytes, 0);
+    let r = linux_resources(Some(100), None, None, &node);
+    assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period), (102, 0, 100_000));
+    let r = linux_resources(None, None, None, &node);
+    assert_eq!(r.cpu_shares, 2);
+}
+
+#[test]
+fn cfs_quota_off_leaves_quota_and_period_unset() {
+    let mut node = node();
+    node.cpu_cfs_quota = false;
+    let r = linux_resources(Some(500), Some(1000), None, &node);
+    assert_eq!((r.cpu_quota, r.cpu_period), (0, 0));
+}
+
+#[test]
+fn swap_controller_pins_swap_to_zero() {
+    let mut node = node();
+    node.swap_controller = true;
+    let pod = one_container(&json!({}));
+    let c = &pod.spec.as_ref().unwrap().containers[0];
+    let r = container_linux_resources(&pod, c, false, &node).unwrap();
+    assert_eq!(
+        r.unified.get("memory.swap.max").map(String::as_str),
+        Some("0")
+    );
+}
+
+#[test]
+fn invalid_quantity_is_an_error_naming_it() {
+    let pod = one_container(&json!({"limits": {"memory": "12 bytes"}}));
+    let c = &pod.spec.as_ref().unwrap().containers[0];
+    let err = container_linux_resources(&pod, c, false, &node()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("limits.memory") && text.contains("12 bytes"),
+        "{text}"
+    );
+    assert_eq!(err.reason(), "CreateContainerConfigError");
+}
+
+#[test]
+fn pod_totals_sum_apps_and_take_init_peak() {
+    let pod = pod(json!({
+        "containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "100Mi"}}},
+            {"name": "b", "resources": {"requests": {"cpu": "200m"}}},
+        ],
+        "initContainers": [
+            {"name": "big-init", "resources": {"requests": {"cpu": "1"}}},
+            {"name": "side", "restartPolicy": "Always", "resources": {"requests": {"cpu": "50m"}}},
+            {"name": "late-init", "resources": {"requests": {"cpu": "900m"}}},
+        ],
+    }));
+    // Apps 300m + sidecar 50m = 350m; init peak max(1000m, 900m + 50m) = 1000m.
+    assert_eq!(pod_requests(&pod).unwrap().cpu_millis, Some(1000));
+    assert_eq!(pod_limits(&pod).unwrap().memory_bytes, Some(100 << 20));
+    assert_eq!(pod_limits(&pod).unwrap().cpu_millis, None);
+}
+
+#[test]
+fn sandbox_resources_and_overhead() {
+    let pod = pod(json!({
+        "containers": [{"name": "a", "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "1Gi"}}}],
+        "overhead": {"cpu": "100m", "memory": "10Mi"},
+    }));
+    let (resources, overhead) = sandbox_linux_resources(&pod, &node()).unwrap();
+    assert_eq!(resources.cpu_shares, 256);
+    assert_eq!(resources.cpu_quota, 50_000);
+    assert_eq!(resources.memory_limit_in_bytes, 1 << 30);
+    assert_eq!(resources.oom_score_adj, 0);
+    assert_eq!(overhead.cpu_shares, 102);
+    assert_eq!(overhead.cpu_quota, 10_000);
+    assert_eq!(overhead.memory_limit_in_bytes, 10 << 20);
+    let plain = one_container(&json!({}));
+    let (_, overhead) = sandbox_linux_resources(&plain, &node()).unwrap();
+    assert_eq!(
+        overhead,
+        kernlet_cri::v1::LinuxContainerResources::default()
+    );
+}

@@ -1,0 +1,229 @@
+//! One task per pod UID: observe the runtime, [`plan`](super::plan::plan), publish the pod's
+//! status, execute the plan through CRI, and sleep until something can change the answer — a
+//! PLEG wake-up, a new desired state, or the earliest backoff expiry. No periodic sync.
+//!
+//! Stopping the worker (kernlet shutting down) never touches the pod: it belongs to the runtime.
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    backoff::Backoff,
+    observe::Observer,
+    plan::{BackingOff, Desired, grace_period, plan},
+    state::{Nanos, PodRuntime, Waiting},
+};
+use crate::cri::Runtime;
+
+/// What a worker is told to make of its pod.
+#[derive(Debug, Clone)]
+pub enum DesiredState {
+    /// Run the pod as specified.
+    Run(Arc<Pod>),
+    /// Stop and remove everything of the pod within `grace`; `pod` is the last known spec, if any
+    /// (pods adopted from the runtime without a source have none).
+    Terminate {
+        pod: Option<Arc<Pod>>,
+        grace: Duration,
+    },
+}
+
+/// What the worker remembers between rounds (all of it recoverable: losing it on a restart only
+/// resets backoff timers, as upstream's in-memory backoff does).
+#[derive(Debug, Default)]
+pub struct Memory {
+    pub restarts: Backoff,
+    pub pulls: Backoff,
+    pub waiting: HashMap<String, Waiting>,
+    /// Earliest time a waiting container may be retried (image pull backoff).
+    pub retry_at: Option<Nanos>,
+}
+
+/// Something that wants to know each pod's latest status (the status store).
+pub trait StatusSink: Send + Sync {
+    /// The pod as last observed; `None` when the pod is gone.
+    fn publish(&self, uid: &str, report: Option<PodReport>);
+}
+
+/// One pod's state for status computation.
+#[derive(Debug, Clone)]
+pub struct PodReport {
+    pub pod: Arc<Pod>,
+    pub runtime: PodRuntime,
+    pub waiting: HashMap<String, Waiting>,
+    pub backing_off: Vec<BackingOff>,
+    pub terminating: bool,
+}
+
+use super::execute::Executor;
+
+/// Wall-clock nanoseconds since the epoch (CRI's time base).
+#[must_use]
+pub fn now_nanos() -> Nanos {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| Nanos::try_from(d.as_nanos()).unwrap_or(Nanos::MAX))
+}
+
+/// Shortest and longest pause after a round whose actions failed.
+const ERROR_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+
+/// Runs pod `uid` until it is fully removed (after `Terminate`) or `cancel` fires.
+pub async fn run(
+    uid: String,
+    mut desired: watch::Receiver<DesiredState>,
+    executor: Arc<Executor>,
+    status: Arc<dyn StatusSink>,
+    wake: Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
+    let mut runtime_view = Observer::default();
+    let mut memory = Memory::default();
+    let mut error_pause = ERROR_BACKOFF.0;
+    let runtime: &Runtime = executor.runtime();
+    loop {
+        let want = desired.borrow_and_update().clone();
+        let observed = match runtime_view.observe_pod(runtime, &uid).await {
+            Ok(observed) => observed,
+            Err(error) => {
+                tracing::warn!(%uid, %error, "observing pod failed");
+                if pause(&mut desired, &wake, &cancel, Some(error_pause)).await {
+                    return;
+                }
+                error_pause = (error_pause * 2).min(ERROR_BACKOFF.1);
+                continue;
+            }
+        };
+        let now = now_nanos();
+        let (desired_now, pod) = match &want {
+            DesiredState::Run(pod) => (Desired::Run(pod), Some(pod.clone())),
+            DesiredState::Terminate { pod, grace } => {
+                (Desired::Terminate { grace: *grace }, pod.clone())
+            }
+        };
+        let round = plan(&uid, desired_now, &observed, &memory.restarts, now);
+        if let Some(pod) = &pod {
+            status.publish(
+                &uid,
+                Some(PodReport {
+                    pod: pod.clone(),
+                    runtime: observed.clone(),
+                    waiting: memory.waiting.clone(),
+                    backing_off: round.backing_off.clone(),
+                    terminating: matches!(want, DesiredState::Terminate { .. }),
+                }),
+            );
+        }
+        if round.actions.is_empty() {
+            if matches!(want, DesiredState::Terminate { .. }) {
+                finish(
+                    &uid,
+                    &executor,
+                    &mut runtime_view,
+                    &observed,
+                    status.as_ref(),
+                )
+                .await;
+                return;
+            }
+            let wake_at = earliest(round.wake_at(), memory.retry_at);
+            let timeout = wake_at.map(|at| nanos_until(at, now));
+            if pause(&mut desired, &wake, &cancel, timeout).await {
+                return;
+            }
+            continue;
+        }
+        tracing::debug!(%uid, actions = ?round.actions, "executing plan");
+        let outcome = executor
+            .execute(
+                &uid,
+                pod.as_deref(),
+                &round,
+                &observed,
+                &mut memory,
+                &cancel,
+            )
+            .await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        if outcome.is_ok() {
+            error_pause = ERROR_BACKOFF.0;
+            continue;
+        }
+        // Something failed: the waiting reasons are recorded; try again after a pause, sooner
+        // if the runtime or the desired state changes.
+        let until_retry = memory
+            .retry_at
+            .map_or(error_pause, |at| nanos_until(at, now_nanos()));
+        if pause(
+            &mut desired,
+            &wake,
+            &cancel,
+            Some(until_retry.min(error_pause)),
+        )
+        .await
+        {
+            return;
+        }
+        error_pause = (error_pause * 2).min(ERROR_BACKOFF.1);
+    }
+}
+
+/// Removes what is left of a terminated pod on the node and reports it gone.
+async fn finish(
+    uid: &str,
+    executor: &Executor,
+    runtime_view: &mut Observer,
+    observed: &PodRuntime,
+    status: &dyn StatusSink,
+) {
+    runtime_view.forget(observed);
+    executor.cleanup_pod(uid).await;
+    status.publish(uid, None);
+    tracing::info!(%uid, "pod removed");
+}
+
+fn earliest(a: Option<Nanos>, b: Option<Nanos>) -> Option<Nanos> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn nanos_until(at: Nanos, now: Nanos) -> Duration {
+    Duration::from_nanos(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+}
+
+/// Waits for a reason to plan again; returns true when the worker must stop.
+async fn pause(
+    desired: &mut watch::Receiver<DesiredState>,
+    wake: &tokio::sync::Notify,
+    cancel: &CancellationToken,
+    timeout: Option<Duration>,
+) -> bool {
+    let sleep = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = cancel.cancelled() => true,
+        changed = desired.changed() => changed.is_err(),
+        () = wake.notified() => false,
+        () = sleep => false,
+    }
+}
+
+/// The grace period for terminating `pod` (its spec's, else the API default).
+#[must_use]
+pub fn termination_grace(pod: Option<&Pod>) -> Duration {
+    pod.map_or(Duration::from_secs(30), grace_period)
+}

@@ -1,0 +1,239 @@
+//! The server over real TCP on 127.0.0.1, with raw HTTP/1.1 clients.
+
+use std::time::Duration;
+
+use k8s_openapi::List;
+use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+use super::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn sample_pod(name: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some("default".to_owned()),
+            uid: Some(format!("uid-{name}")),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![k8s_openapi::api::core::v1::Container {
+                name: "app".to_owned(),
+                image: Some("nginx".to_owned()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some("Running".to_owned()),
+            pod_ip: Some("10.0.0.5".to_owned()),
+            ..Default::default()
+        }),
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+async fn start(pods: Vec<Pod>) -> Running {
+    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = CancellationToken::new();
+    let provider: Arc<dyn PodsProvider> = Arc::new(move || pods.clone());
+    let task = tokio::spawn(serve(listener, provider, cancel.clone()));
+    Running { addr, cancel, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.cancel.cancel();
+        let result = tokio::time::timeout(WAIT, self.task).await;
+        result.expect("server stops").unwrap().unwrap();
+    }
+}
+
+/// Sends `raw` on a new connection (then, with `close`, ends the write side) and reads until the
+/// server closes it.
+async fn exchange(addr: SocketAddr, raw: &[u8], close: bool) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    if close {
+        stream.shutdown().await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .expect("response in time")
+        .unwrap();
+    out
+}
+
+/// `(status code, headers in lower case, body)` of one response.
+fn parse(response: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = std::str::from_utf8(&response[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let code = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    (code, headers, response[split + 4..].to_vec())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+async fn get(addr: SocketAddr, method: &str, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n");
+    parse(&exchange(addr, request.as_bytes(), false).await)
+}
+
+#[tokio::test]
+async fn server_pods_returns_a_pod_list() {
+    let server = start(vec![sample_pod("a"), sample_pod("b")]).await;
+    let (code, headers, body) = get(server.addr, "GET", "/pods").await;
+    assert_eq!(code, 200);
+    assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    let text = std::str::from_utf8(&body).unwrap();
+    assert!(
+        text.starts_with(r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":["#),
+        "{text}"
+    );
+    assert!(text.ends_with("}\n"));
+
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(value["kind"], "PodList");
+    assert_eq!(value["apiVersion"], "v1");
+    assert_eq!(value["metadata"], serde_json::json!({}));
+    let items = value["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items[0].get("kind").is_none() && items[0].get("apiVersion").is_none());
+    assert_eq!(items[1]["metadata"]["name"], "b");
+    assert_eq!(items[0]["status"]["phase"], "Running");
+
+    let list: List<Pod> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list.items.len(), 2);
+    assert_eq!(list.items[0], sample_pod("a"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_pods_lists_nothing_as_an_empty_array() {
+    let server = start(Vec::new()).await;
+    let (code, _, body) = get(server.addr, "GET", "/pods?verbose=1").await;
+    assert_eq!(code, 200);
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(value["items"], serde_json::json!([]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_healthz_not_found_and_method_not_allowed() {
+    let server = start(vec![sample_pod("a")]).await;
+    let cases = [
+        ("GET", "/healthz", 200, "ok"),
+        ("GET", "/nope", 404, "404 page not found\n"),
+        ("GET", "/pods/extra", 404, "404 page not found\n"),
+        ("POST", "/nope", 404, "404 page not found\n"),
+        ("POST", "/pods", 405, "405: Method Not Allowed"),
+        ("DELETE", "/healthz", 405, "405: Method Not Allowed"),
+        ("HEAD", "/pods", 405, ""),
+    ];
+    for (method, path, want_code, want_body) in cases {
+        let (code, headers, body) = get(server.addr, method, path).await;
+        assert_eq!(code, want_code, "{method} {path}");
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            want_body,
+            "{method} {path}"
+        );
+        if want_code == 405 {
+            assert_eq!(header(&headers, "allow"), Some("GET"));
+        }
+        if want_code != 200 || path == "/healthz" {
+            assert_eq!(
+                header(&headers, "content-type"),
+                Some("text/plain; charset=utf-8")
+            );
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_survives_garbage_and_serves_connections_concurrently() {
+    let server = start(vec![sample_pod("a")]).await;
+    // An idle connection that never sends a request does not block others.
+    let idle = TcpStream::connect(server.addr).await.unwrap();
+    for garbage in [
+        &b"\x00\x01\x02 not http at all\r\n\r\n"[..],
+        b"GET /pods HTTP/9.9\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: nope\r\n\r\n",
+        b"",
+    ] {
+        let response = exchange(server.addr, garbage, true).await;
+        if !response.is_empty() {
+            let (code, _, _) = parse(&response);
+            assert!((400..600).contains(&code), "{code}");
+        }
+    }
+    let (code, _, body) = get(server.addr, "GET", "/healthz").await;
+    assert_eq!((code, body.as_slice()), (200, &b"ok"[..]));
+    drop(idle);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_keeps_connections_alive_and_shuts_down_gracefully() {
+    let server = start(vec![sample_pod("a")]).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0_u8; 512];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let (code, _, body) = parse(&buf[..n]);
+        assert_eq!((code, body.as_slice()), (200, &b"ok"[..]));
+    }
+    // Cancelling closes the idle keep-alive connection and ends `serve`.
+    server.stop().await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection is closed");
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn server_bind_error_names_the_address() {
+    let first = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = first.local_addr().unwrap();
+    let error = bind(addr).await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("cannot listen on {addr}: ")),
+        "{text}"
+    );
+}
