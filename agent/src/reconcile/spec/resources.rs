@@ -7,7 +7,7 @@
 //! - [`linux_resources`]: `calculateLinuxResources` (`kuberuntime_container_linux.go`): shares
 //!   from the request (the limit when there is no request), quota and period when `cpuCFSQuota`,
 //!   the memory limit, and `memory.oom.group = 1` (cgroup v2 with `singleProcessOOMKill` unset).
-//! - [`qos_class`]: `GetPodQOS` (`pkg/apis/core/v1/helper/qos/qos.go`).
+//! - the `QoS` class comes from [`crate::status::qos`] (`GetPodQOS`), shared with the pod status.
 //! - [`oom_score_adj`]: `GetContainerOOMScoreAdjust` (`pkg/kubelet/qos/policy.go`): -997 for
 //!   node-critical and `Guaranteed` pods, 1000 for `BestEffort`, `1000 - 1000*request/capacity`
 //!   clamped to `[3, 999]` for `Burstable`, sidecars no higher than the smallest app container.
@@ -26,6 +26,7 @@ use kernlet_cri::v1;
 use super::{NodeContext, SpecError, pod_ref, pod_spec};
 use crate::config::Quantity;
 use crate::pod::defaults::CONFIG_SOURCE_ANNOTATION;
+use crate::status::qos::{QosClass, get_pod_qos};
 
 /// The kernel's minimum `cpu.shares` (and what a zero request gets).
 pub const MIN_SHARES: i64 = 2;
@@ -210,71 +211,6 @@ pub fn pod_overhead(pod: &Pod) -> Result<Amounts, SpecError> {
     })
 }
 
-/// A pod's quality of service class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QosClass {
-    Guaranteed,
-    Burstable,
-    BestEffort,
-}
-
-impl QosClass {
-    /// The API spelling (`status.qosClass`).
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Guaranteed => "Guaranteed",
-            Self::Burstable => "Burstable",
-            Self::BestEffort => "BestEffort",
-        }
-    }
-}
-
-/// `GetPodQOS`: `BestEffort` when no container requests or limits cpu or memory; `Guaranteed` when
-/// every container limits both and the summed requests equal the summed limits; else Burstable.
-pub fn qos_class(pod: &Pod) -> Result<QosClass, SpecError> {
-    let spec = pod_spec(pod)?;
-    let positive = |v: Option<i64>| v.filter(|v| *v > 0);
-    let mut requests = [None::<i64>; 2];
-    let mut limits = [None::<i64>; 2];
-    let mut guaranteed = true;
-    for container in spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-    {
-        let parsed = container_resources(pod, container)?;
-        let req = [parsed.requests.cpu_millis, parsed.requests.memory_bytes];
-        let lim = [parsed.limits.cpu_millis, parsed.limits.memory_bytes];
-        for (total, value) in requests.iter_mut().zip(req) {
-            if let Some(v) = positive(value) {
-                *total = Some(total.unwrap_or(0).saturating_add(v));
-            }
-        }
-        for (total, value) in limits.iter_mut().zip(lim) {
-            if let Some(v) = positive(value) {
-                *total = Some(total.unwrap_or(0).saturating_add(v));
-            }
-        }
-        if positive(lim[0]).is_none() || positive(lim[1]).is_none() {
-            guaranteed = false;
-        }
-    }
-    if requests.iter().all(Option::is_none) && limits.iter().all(Option::is_none) {
-        return Ok(QosClass::BestEffort);
-    }
-    let matching = requests
-        .iter()
-        .zip(&limits)
-        .all(|(req, lim)| req.is_none() || req == lim);
-    let same_count = requests.iter().flatten().count() == limits.iter().flatten().count();
-    if guaranteed && matching && same_count {
-        Ok(QosClass::Guaranteed)
-    } else {
-        Ok(QosClass::Burstable)
-    }
-}
-
 /// `IsNodeCriticalPod`: a critical pod (static, or priority at least system-cluster-critical)
 /// in the `system-node-critical` priority class.
 #[must_use]
@@ -310,7 +246,8 @@ pub fn oom_score_adj(
     if is_node_critical(pod) {
         return Ok(GUARANTEED_OOM_SCORE_ADJ);
     }
-    match qos_class(pod)? {
+    // The QoS class is the one the pod's status reports (`GetPodQOS`).
+    match get_pod_qos(pod) {
         QosClass::Guaranteed => return Ok(GUARANTEED_OOM_SCORE_ADJ),
         QosClass::BestEffort => return Ok(BEST_EFFORT_OOM_SCORE_ADJ),
         QosClass::Burstable => {}

@@ -3,10 +3,12 @@
 use proptest::prelude::*;
 use serde_json::json;
 
+use crate::status::qos::{QosClass, get_pod_qos};
+
 use super::resources::{
-    MAX_SHARES, MIN_QUOTA_US, MIN_SHARES, QosClass, clamp_burstable, container_linux_resources,
+    MAX_SHARES, MIN_QUOTA_US, MIN_SHARES, clamp_burstable, container_linux_resources,
     linux_resources, milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj, pod_limits,
-    pod_requests, qos_class, sandbox_linux_resources,
+    pod_requests, sandbox_linux_resources,
 };
 use super::test_support::{node, pod, pod_with};
 
@@ -111,45 +113,12 @@ fn one_container(resources: &serde_json::Value) -> k8s_openapi::api::core::v1::P
 }
 
 #[test]
-fn qos_classes() {
-    let cases = [
-        (json!({}), QosClass::BestEffort),
-        (
-            json!({"requests": {"cpu": "0", "memory": "0"}}),
-            QosClass::BestEffort,
-        ),
-        (json!({"requests": {"cpu": "100m"}}), QosClass::Burstable),
-        (
-            json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}),
-            QosClass::Guaranteed,
-        ),
-        (
-            json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m", "memory": "1Gi"}}),
-            QosClass::Burstable,
-        ),
-        (
-            json!({"limits": {"cpu": "1"}, "requests": {"cpu": "1"}}),
-            QosClass::Burstable,
-        ),
-        // Not API-defaulted (requests not copied from limits): upstream says Burstable too.
-        (
-            json!({"limits": {"cpu": "1", "memory": "1Gi"}}),
-            QosClass::Burstable,
-        ),
-    ];
-    for (resources, expected) in cases {
-        let pod = one_container(&resources);
-        assert_eq!(qos_class(&pod).unwrap(), expected, "{resources}");
-    }
-}
-
-#[test]
 fn qos_counts_init_containers() {
     let pod = pod(json!({
         "containers": [{"name": "app", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}}],
         "initContainers": [{"name": "init"}],
     }));
-    assert_eq!(qos_class(&pod).unwrap(), QosClass::Burstable);
+    assert_eq!(get_pod_qos(&pod), QosClass::Burstable);
 }
 
 #[test]
