@@ -95,6 +95,9 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
         });
     }
     tasks.spawn(pleg::run(runtime.clone(), wakers.clone(), cancel.clone()));
+    if let Some(rotation) = crate::logs::LogRotation::from_config(&config) {
+        tasks.spawn(crate::logs::run(runtime.clone(), rotation, cancel.clone()));
+    }
     let (tx, rx) = watch::channel(Snapshot::default());
     if let Some(path) = config.static_pod_path.clone() {
         let source = StaticPodSource::new(path, config.node_name.clone());

@@ -7,6 +7,7 @@ pub mod config;
 pub mod cri;
 pub mod daemon;
 pub mod ebpf;
+pub mod logs;
 pub mod node;
 pub mod pod;
 pub mod reconcile;

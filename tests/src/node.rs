@@ -39,11 +39,18 @@ pub struct TestNode {
     pub port: u16,
     kernlet: Option<Child>,
     binary: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl TestNode {
     /// Starts a fixture and kernlet with an empty manifest directory.
     pub fn start() -> Result<Self> {
+        Self::start_with("", &[])
+    }
+
+    /// As [`TestNode::start`], with `extra_yaml` (whole `key: value` lines) appended to the
+    /// generated `KubeletConfiguration` and `env` set for every kernlet started.
+    pub fn start_with(extra_yaml: &str, env: &[(&str, &str)]) -> Result<Self> {
         let fixture = RuntimeFixture::start(Options::default())?;
         let dir = tempfile::Builder::new()
             .prefix("kernlet-node-")
@@ -63,7 +70,8 @@ impl TestNode {
              address: 127.0.0.1\n\
              port: {port}\n\
              healthzPort: 0\n\
-             resolvConf: \"\"\n",
+             resolvConf: \"\"\n\
+             {extra_yaml}",
             manifests = dir.path().join("manifests").display(),
             logs = dir.path().join("logs").display(),
             endpoint = fixture.endpoint_uri(),
@@ -75,6 +83,10 @@ impl TestNode {
             port,
             kernlet: None,
             binary: kernlet_binary()?,
+            env: env
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
         };
         node.start_kernlet()?;
         Ok(node)
@@ -100,6 +112,7 @@ impl TestNode {
             .arg(self.dir.path().join("root"))
             .args(["--hostname-override", "testnode"])
             .env("RUST_LOG", "kernlet=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

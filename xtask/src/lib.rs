@@ -1,6 +1,7 @@
 //! kernlet's developer tasks as a library, so the test suite uses the same code as `cargo xtask`:
 //! machine setup, test images, the private containerd fixture and the node VM.
 
+pub mod bench;
 pub mod cmd;
 pub mod demo;
 pub mod http;

@@ -1,8 +1,9 @@
 //! Executing [`Action`]s through CRI: sandbox creation (volumes, log directory, config), image
 //! presence, container creation and start, stop with the preStop exec hook and the grace period
-//! (upstream's `killContainer`: the hook's time counts against the grace, at least 2 s remain for
-//! SIGTERM), and removal. Failures become the container's waiting reason, as upstream reports them.
-use std::{path::Path, time::Duration, time::Instant};
+//! (upstream's `killContainer`: the hook's whole seconds count against the grace, at least 2 s
+//! remain for SIGTERM; consecutive stops run in parallel, as `killContainersWithSyncResult`), and
+//! removal. Failures become the container's waiting reason, as upstream reports them.
+use std::{path::Path, pin::Pin, task::Poll, time::Duration, time::Instant};
 
 use k8s_openapi::api::core::v1::{Container as ContainerSpec, Pod};
 use kernlet_cri::v1;
@@ -104,20 +105,17 @@ impl Executor {
         cancel: &CancellationToken,
     ) -> Result<(), ExecuteError> {
         let mut current: Option<Current> = None;
-        for action in &plan.actions {
+        let is_stop = |action: &Action| matches!(action, Action::StopContainer { .. });
+        // Consecutive container stops form one group; every other action is alone in its own.
+        for group in plan.actions.chunk_by(|a, b| is_stop(a) && is_stop(b)) {
+            let Some(action) = group.first() else {
+                continue;
+            };
             if cancel.is_cancelled() {
                 return Ok(());
             }
             match action {
-                Action::StopContainer {
-                    id,
-                    name,
-                    grace,
-                    reason,
-                } => {
-                    let spec = pod.and_then(|p| find_container(p, name));
-                    self.stop_container(uid, id, spec, *grace, *reason).await?;
-                }
+                Action::StopContainer { .. } => self.stop_containers(uid, pod, group).await?,
                 Action::StopSandbox { id } => {
                     let request = v1::StopPodSandboxRequest {
                         pod_sandbox_id: id.clone(),
@@ -375,6 +373,34 @@ impl Executor {
         }
     }
 
+    /// Stops containers concurrently, as upstream's `killContainersWithSyncResult` kills a pod's
+    /// containers in parallel: each gets the whole grace period, so a pod with several
+    /// containers that ignore SIGTERM stops in one grace period, not one per container. Every
+    /// stop runs to its end; the first failure is returned.
+    async fn stop_containers(
+        &self,
+        uid: &str,
+        pod: Option<&Pod>,
+        stops: &[Action],
+    ) -> Result<(), ExecuteError> {
+        let calls: Vec<_> = stops
+            .iter()
+            .filter_map(|action| match action {
+                Action::StopContainer {
+                    id,
+                    name,
+                    grace,
+                    reason,
+                } => {
+                    let spec = pod.and_then(|p| find_container(p, name));
+                    Some(self.stop_container(uid, id, spec, *grace, *reason))
+                }
+                _ => None,
+            })
+            .collect();
+        join_all(calls).await.into_iter().collect()
+    }
+
     async fn stop_container(
         &self,
         uid: &str,
@@ -406,13 +432,7 @@ impl Executor {
                 Err(error) => tracing::warn!(%uid, container = id, %error, "preStop hook failed"),
             }
         }
-        let left = grace
-            .saturating_sub(started.elapsed())
-            .max(if grace.is_zero() {
-                Duration::ZERO
-            } else {
-                MINIMUM_GRACE
-            });
+        let left = grace_after_hook(grace, started.elapsed());
         tracing::info!(%uid, container = id, ?reason, grace = ?left, "stopping container");
         let mut client = self.runtime.runtime_client();
         let request = v1::StopContainerRequest {
@@ -484,6 +504,43 @@ fn target_spec(pod: &Pod, target: Target) -> Option<&ContainerSpec> {
     }
 }
 
+/// Polls `futures` together on the current task until all are done; their outputs in order.
+/// (No spawning: the futures borrow the executor and the plan.)
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(&mut outputs) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// What is left of `grace` for SIGTERM after a preStop hook that took `hook`, in whole seconds
+/// as upstream's `killContainer` counts it: the hook's time truncated to seconds, at least
+/// [`MINIMUM_GRACE`] left (none when the grace period is zero). CRI's `StopContainer` timeout is
+/// whole seconds too, so a sub-second remainder would be truncated away there.
+fn grace_after_hook(grace: Duration, hook: Duration) -> Duration {
+    if grace.is_zero() {
+        return Duration::ZERO;
+    }
+    let left = grace.as_secs().saturating_sub(hook.as_secs());
+    Duration::from_secs(left).max(MINIMUM_GRACE)
+}
+
 /// The preStop hook's exec command, if it has one (httpGet and sleep hooks come later).
 fn pre_stop_command(container: &ContainerSpec) -> Option<Vec<String>> {
     let exec = container
@@ -494,4 +551,46 @@ fn pre_stop_command(container: &ContainerSpec) -> Option<Vec<String>> {
         .exec
         .as_ref()?;
     exec.command.clone().filter(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn join_all_runs_futures_together_and_keeps_their_order() {
+        let started = tokio::time::Instant::now();
+        let outputs = join_all(
+            [3, 1, 2]
+                .map(|s| async move {
+                    tokio::time::sleep(Duration::from_secs(s)).await;
+                    s
+                })
+                .into(),
+        )
+        .await;
+        assert_eq!(outputs, [3, 1, 2]);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(3),
+            "not one after another"
+        );
+    }
+
+    #[test]
+    fn grace_left_after_the_hook_counts_whole_seconds_as_upstream() {
+        let s = Duration::from_secs;
+        // No hook, or a hook faster than a second: the whole grace period.
+        assert_eq!(grace_after_hook(s(5), Duration::ZERO), s(5));
+        assert_eq!(grace_after_hook(s(5), Duration::from_millis(30)), s(5));
+        // A 1.04 s hook leaves 4 s, not 3.96 s (which StopContainer would truncate to 3).
+        assert_eq!(grace_after_hook(s(5), Duration::from_millis(1_040)), s(4));
+        // At least 2 s are left for SIGTERM, unless the grace period is zero.
+        assert_eq!(grace_after_hook(s(5), s(4)), MINIMUM_GRACE);
+        assert_eq!(grace_after_hook(s(1), Duration::ZERO), MINIMUM_GRACE);
+        assert_eq!(
+            grace_after_hook(Duration::ZERO, Duration::ZERO),
+            Duration::ZERO
+        );
+    }
 }

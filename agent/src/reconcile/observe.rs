@@ -208,6 +208,18 @@ impl Observer {
                     if !status.image_ref.is_empty() {
                         container.image_ref = status.image_ref;
                     }
+                    // The name as the pod spec wrote it when the runtime echoes it, else the
+                    // runtime's resolved name (ListContainers only has the reference sent).
+                    if let Some(image) = status.image {
+                        let name = if image.user_specified_image.is_empty() {
+                            image.image
+                        } else {
+                            image.user_specified_image
+                        };
+                        if !name.is_empty() {
+                            container.image = name;
+                        }
+                    }
                 }
             }
             // Removed between the list and the status call: report what the list said.
