@@ -2,7 +2,6 @@
 //! its own manifest directory, root and log directories, and an HTTP port to read `/pods` from.
 use std::{
     fs,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command},
     time::{Duration, Instant},
@@ -58,23 +57,12 @@ impl TestNode {
         for sub in ["manifests", "root", "logs"] {
             fs::create_dir_all(dir.path().join(sub))?;
         }
-        let port = free_port()?;
-        let config = format!(
-            "apiVersion: kubelet.config.k8s.io/v1beta1\n\
-             kind: KubeletConfiguration\n\
-             staticPodPath: {manifests}\n\
-             podLogsDir: {logs}\n\
-             containerRuntimeEndpoint: {endpoint}\n\
-             cgroupsPerQOS: false\n\
-             enforceNodeAllocatable: []\n\
-             address: 127.0.0.1\n\
-             port: {port}\n\
-             healthzPort: 0\n\
-             resolvConf: \"\"\n\
-             {extra_yaml}",
-            manifests = dir.path().join("manifests").display(),
-            logs = dir.path().join("logs").display(),
-            endpoint = fixture.endpoint_uri(),
+        let port = xtask::http::free_port()?;
+        let config = fixture.kernlet_config(
+            &dir.path().join("manifests"),
+            &dir.path().join("logs"),
+            port,
+            &format!("resolvConf: \"\"\n{extra_yaml}"),
         );
         fs::write(dir.path().join("config.yaml"), config)?;
         let mut node = Self {
@@ -212,9 +200,4 @@ impl Drop for TestNode {
             eprintln!("fixture teardown failed: {e:#}");
         }
     }
-}
-
-/// A port nothing listens on right now (the kernel picks it; kernlet binds it a moment later).
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -37,20 +37,6 @@ pub struct DemoArgs {
     pub manifests: Option<PathBuf>,
 }
 
-/// The demo's `KubeletConfiguration`; `{endpoint}`, `{manifests}` are filled in.
-const CONFIG: &str = "\
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-staticPodPath: {manifests}
-containerRuntimeEndpoint: {endpoint}
-# The development host has no cgroup v2 controllers; upstream allows running without QoS cgroups.
-cgroupsPerQOS: false
-enforceNodeAllocatable: []
-address: 127.0.0.1
-port: {port}
-podLogsDir: {logs}
-";
-
 /// The demo's kernlet port (localhost only).
 const DEMO_PORT: u16 = 10250;
 
@@ -103,14 +89,8 @@ fn run_kernlet(
     event_rx: &mpsc::Receiver<Event>,
 ) -> Result<()> {
     let config_path = fixture.base_dir().join("kernlet-config.yaml");
-    let config = CONFIG
-        .replace("{manifests}", &manifests.display().to_string())
-        .replace("{endpoint}", &fixture.endpoint_uri())
-        .replace("{port}", &DEMO_PORT.to_string())
-        .replace(
-            "{logs}",
-            &fixture.base_dir().join("logs").display().to_string(),
-        );
+    let logs = fixture.base_dir().join("logs");
+    let config = fixture.kernlet_config(manifests, &logs, DEMO_PORT, "");
     fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let binary = workspace_root().join("target/debug/kernlet");

@@ -34,6 +34,14 @@ pub fn get(port: u16, path: &str) -> Result<String> {
     Ok(body.to_owned())
 }
 
+/// A localhost port nothing listens on right now (the kernel picks it; the caller's server binds
+/// it a moment later).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;

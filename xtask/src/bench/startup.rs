@@ -352,22 +352,8 @@ impl Kernlet {
             let path = dir.join(sub);
             fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         }
-        let port = free_port()?;
-        let config = format!(
-            "apiVersion: kubelet.config.k8s.io/v1beta1\n\
-             kind: KubeletConfiguration\n\
-             staticPodPath: {manifests}\n\
-             containerRuntimeEndpoint: {endpoint}\n\
-             cgroupsPerQOS: false\n\
-             enforceNodeAllocatable: []\n\
-             address: 127.0.0.1\n\
-             port: {port}\n\
-             healthzPort: 0\n\
-             podLogsDir: {logs}\n",
-            manifests = dir.join("manifests").display(),
-            endpoint = fixture.endpoint_uri(),
-            logs = dir.join("logs").display(),
-        );
+        let port = http::free_port()?;
+        let config = fixture.kernlet_config(&dir.join("manifests"), &dir.join("logs"), port, "");
         let config_path = dir.join("config.yaml");
         fs::write(&config_path, config)
             .with_context(|| format!("writing {}", config_path.display()))?;
@@ -474,13 +460,6 @@ impl Drop for Kernlet {
             let _ = child.wait();
         }
     }
-}
-
-/// A port nothing listens on right now (the kernel picks it; kernlet binds it a moment later).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 #[cfg(test)]

@@ -250,6 +250,30 @@ impl RuntimeFixture {
         [a, b, c] == self.layout().subnet_prefix()
     }
 
+    /// A standalone-mode `KubeletConfiguration` for kernlet on this fixture: static pods from
+    /// `manifests`, container logs under `logs`, the HTTP server on `127.0.0.1:port`. `QoS` cgroups
+    /// are off (`cgroupsPerQOS: false`, which upstream supports) because the development host has
+    /// no cgroup v2 controllers; `extra` (whole YAML lines) is appended.
+    #[must_use]
+    pub fn kernlet_config(&self, manifests: &Path, logs: &Path, port: u16, extra: &str) -> String {
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\n\
+             kind: KubeletConfiguration\n\
+             staticPodPath: {manifests}\n\
+             podLogsDir: {logs}\n\
+             containerRuntimeEndpoint: {endpoint}\n\
+             cgroupsPerQOS: false\n\
+             enforceNodeAllocatable: []\n\
+             address: 127.0.0.1\n\
+             port: {port}\n\
+             healthzPort: 0\n\
+             {extra}",
+            manifests = manifests.display(),
+            logs = logs.display(),
+            endpoint = self.endpoint_uri(),
+        )
+    }
+
     /// The cgroup parent (cgroupfs form) to give the fixture's pods: `/kernlet-<id>`. Teardown
     /// removes this subtree in every hierarchy.
     #[must_use]
