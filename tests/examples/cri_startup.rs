@@ -13,6 +13,7 @@
 //!
 //! It lives in the tests crate, not in xtask, because `kernlet-cri`'s build script needs `protoc`,
 //! and xtask must build on a fresh machine before `cargo xtask setup` has installed it.
+use kernlet::reconcile::spec::container::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,27 +41,6 @@ const BEST_EFFORT_SHARES: i64 = 2;
 const BEST_EFFORT_OOM_SCORE_ADJ: i64 = 1000;
 /// The CFS period kernlet sets.
 const CPU_PERIOD_US: i64 = 100_000;
-/// `/proc` paths kernlet masks or makes read-only (upstream's defaults).
-const MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
 
 /// Both CRI services on one channel, as kernlet holds them.
 #[derive(Clone)]
@@ -265,8 +245,11 @@ fn container_config(name: &str, uid: &str, image: &str) -> ContainerConfig {
                     profile_type: ProfileType::Unconfined.into(),
                     localhost_ref: String::new(),
                 }),
-                masked_paths: MASKED_PATHS.iter().map(|&p| p.to_owned()).collect(),
-                readonly_paths: READONLY_PATHS.iter().map(|&p| p.to_owned()).collect(),
+                masked_paths: DEFAULT_MASKED_PATHS.iter().map(|&p| p.to_owned()).collect(),
+                readonly_paths: DEFAULT_READONLY_PATHS
+                    .iter()
+                    .map(|&p| p.to_owned())
+                    .collect(),
                 ..Default::default()
             }),
         }),
