@@ -13,12 +13,12 @@
 //!
 //! It lives in the tests crate, not in xtask, because `kernlet-cri`'s build script needs `protoc`,
 //! and xtask must build on a fresh machine before `cargo xtask setup` has installed it.
-use kernlet::reconcile::spec::container::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use kernlet::reconcile::spec::container::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 use kernlet_cri::v1::image_service_client::ImageServiceClient;
 use kernlet_cri::v1::runtime_service_client::RuntimeServiceClient;
 use kernlet_cri::v1::{
