@@ -19,3 +19,9 @@ pub const CONTAINER_PRESTOP_HANDLER: &str = "io.kubernetes.container.preStopHand
 pub const POD_TERMINATION_GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
 pub const POD_DELETION_GRACE_PERIOD: &str = "io.kubernetes.pod.deletionGracePeriod";
 pub const CONTAINER_PORTS: &str = "io.kubernetes.container.ports";
+
+/// The label selector matching one pod's sandboxes and containers.
+#[must_use]
+pub fn pod_selector(uid: &str) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([(POD_UID.to_owned(), uid.to_owned())])
+}

@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 use super::{
     execute::Executor,
     observe::Observer,
+    plan::grace_period,
     pleg::Wakers,
-    worker::{self, DesiredState, StatusSink, termination_grace},
+    worker::{self, DesiredState, StatusSink},
 };
-use crate::{cri::labels, pod::Snapshot};
+use crate::pod::Snapshot;
 
 /// Grace for pods found in the runtime with no spec (upstream's default grace period).
 const ORPHAN_GRACE: Duration = Duration::from_secs(30);
@@ -67,7 +68,7 @@ impl Workers {
             }
             tx.send_if_modified(|state| match state {
                 DesiredState::Run(pod) => {
-                    let grace = termination_grace(Some(pod));
+                    let grace = grace_period(pod);
                     tracing::info!(%uid, ?grace, "pod no longer desired: terminating");
                     *state = DesiredState::Terminate {
                         pod: Some(pod.clone()),
@@ -161,10 +162,4 @@ async fn adopt_orphans(
             },
         );
     }
-}
-
-/// The label selector kernlet's objects carry (for tools and tests).
-#[must_use]
-pub fn pod_selector(uid: &str) -> HashMap<String, String> {
-    HashMap::from([(labels::POD_UID.to_owned(), uid.to_owned())])
 }

@@ -34,9 +34,7 @@ impl Observer {
         runtime: &Runtime,
         uid: Option<&str>,
     ) -> Result<HashMap<String, PodRuntime>, CriError> {
-        let selector: HashMap<String, String> = uid
-            .map(|uid| HashMap::from([(labels::POD_UID.to_owned(), uid.to_owned())]))
-            .unwrap_or_default();
+        let selector = uid.map(labels::pod_selector).unwrap_or_default();
         let mut client = runtime.runtime_client();
         let sandboxes = runtime
             .call(

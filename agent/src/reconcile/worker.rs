@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     backoff::Backoff,
     observe::Observer,
-    plan::{BackingOff, Desired, grace_period, plan},
+    plan::{BackingOff, Desired, plan},
     state::{Nanos, PodRuntime, Waiting},
 };
 use crate::cri::Runtime;
@@ -220,10 +220,4 @@ async fn pause(
         () = wake.notified() => false,
         () = sleep => false,
     }
-}
-
-/// The grace period for terminating `pod` (its spec's, else the API default).
-#[must_use]
-pub fn termination_grace(pod: Option<&Pod>) -> Duration {
-    pod.map_or(Duration::from_secs(30), grace_period)
 }
