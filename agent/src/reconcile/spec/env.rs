@@ -141,21 +141,9 @@ pub fn container_env(
             } else if let Some(resource) = &from.resource_field_ref {
                 resource_field_value(pod, container, resource, node)
             } else if let Some(cm) = &from.config_map_key_ref {
-                Err(format!(
-                    "configMapKeyRef {}/{} key {:?} cannot be read: there is no API server in \
-                     standalone mode",
-                    pod_namespace(pod),
-                    cm.name,
-                    cm.key
-                ))
+                Err(unreadable(pod, "configMapKeyRef", &cm.name, &cm.key))
             } else if let Some(secret) = &from.secret_key_ref {
-                Err(format!(
-                    "secretKeyRef {}/{} key {:?} cannot be read: there is no API server in \
-                     standalone mode",
-                    pod_namespace(pod),
-                    secret.name,
-                    secret.key
-                ))
+                Err(unreadable(pod, "secretKeyRef", &secret.name, &secret.key))
             } else if from.file_key_ref.is_some() {
                 Err("fileKeyRef is not supported (the EnvFiles feature gate is off)".to_owned())
             } else {
@@ -344,4 +332,12 @@ pub fn env_map(env: &[v1::KeyValue]) -> HashMap<&str, &str> {
     env.iter()
         .map(|kv| (kv.key.as_str(), kv.value.as_str()))
         .collect()
+}
+
+/// Why a `configMapKeyRef`/`secretKeyRef` cannot be resolved in standalone mode.
+fn unreadable(pod: &Pod, kind: &str, name: &str, key: &str) -> String {
+    format!(
+        "{kind} {}/{name} key {key:?} cannot be read: there is no API server in standalone mode",
+        pod_namespace(pod)
+    )
 }
