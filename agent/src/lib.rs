@@ -12,4 +12,5 @@ pub mod node;
 pub mod pod;
 pub mod reconcile;
 pub mod server;
+pub mod stats;
 pub mod status;
