@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    cgroup::{self, CgroupError, CgroupManager, Cgroupfs, NodeResources, NodeSettings},
     config::KubeletConfig,
     cri::{CriConfig, CriError, Runtime},
     ebpf::Probes,
@@ -28,8 +29,13 @@ use crate::{
     status::store::StatusStore,
 };
 
+/// Where the cgroup hierarchy is mounted.
+const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Runtime(#[from] CriError),
     #[error(transparent)]
@@ -39,6 +45,16 @@ pub enum DaemonError {
 /// Runs the agent until `cancel` fires.
 pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(), DaemonError> {
     tracing::info!(node = %config.node_name, "kernlet starting");
+    let proc_root = Path::new("/proc");
+    let capacity = node_capacity(proc_root);
+    let cgroup_settings = cgroup::node_settings(&config, &capacity, &kernel_release(proc_root));
+    let memory_qos = config.cgroups_per_qos && cgroup_settings.pods.memory_qos;
+    let cgroups = if config.cgroups_per_qos {
+        Some(Arc::new(cgroup_manager(cgroup_settings)?))
+    } else {
+        tracing::info!("cgroupsPerQOS is false: the runtime places pods, kernlet enforces nothing");
+        None
+    };
     let probes = match Probes::load() {
         Ok(probes) => {
             for program in probes.programs() {
@@ -70,13 +86,14 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version,
         api = %version.runtime_api_version, "container runtime connected");
 
-    let proc_root = Path::new("/proc");
     let host_ips = node::host_ips(&config.node_ips, proc_root);
+    let mut node = node_context(&config, host_ips.clone(), &capacity);
+    node.memory_qos = memory_qos;
     let executor = Arc::new(Executor::new(
         runtime.clone(),
-        node_context(&config, host_ips.clone(), proc_root),
+        node,
         resolv_conf(&config),
-        Box::new(|_| None),
+        cgroups,
     ));
     let store = Arc::new(StatusStore::new(version.runtime_name.clone(), host_ips));
     let wakers = Wakers::default();
@@ -116,9 +133,38 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     Ok(())
 }
 
-/// What the CRI request builders need to know of this node.
-fn node_context(config: &KubeletConfig, host_ips: Vec<IpAddr>, proc_root: &Path) -> NodeContext {
+/// CPU, memory and `pid_max` of this node.
+fn node_capacity(proc_root: &Path) -> NodeResources {
     let capacity = node::capacity(proc_root);
+    let pid_max = std::fs::read_to_string(proc_root.join("sys/kernel/pid_max"))
+        .ok()
+        .and_then(|text| text.trim().parse().ok());
+    cgroup::capacity(capacity.cpu_millis, capacity.memory_bytes, pid_max)
+}
+
+fn kernel_release(proc_root: &Path) -> String {
+    std::fs::read_to_string(proc_root.join("sys/kernel/osrelease"))
+        .map(|text| text.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Checks that the host can enforce (cgroup v2 with the controllers kernlet writes), then builds
+/// the node-level hierarchy: `kubepods` with node allocatable, the `QoS` tiers, reserved cgroups.
+fn cgroup_manager(settings: NodeSettings) -> Result<CgroupManager, CgroupError> {
+    let mount = Path::new(CGROUP_MOUNT);
+    CgroupManager::check(mount)?;
+    let manager = CgroupManager::new(Cgroupfs::new(mount), settings);
+    manager.init()?;
+    Ok(manager)
+}
+
+/// What the CRI request builders need to know of this node.
+fn node_context(
+    config: &KubeletConfig,
+    host_ips: Vec<IpAddr>,
+    capacity: &NodeResources,
+) -> NodeContext {
+    let allocatable = cgroup::allocatable(config, capacity);
     let mut node = NodeContext::new(config.node_name.clone(), host_ips, config.root_dir.clone());
     node.pod_logs_dir.clone_from(&config.pod_logs_dir);
     node.dns = DnsSettings {
@@ -126,14 +172,18 @@ fn node_context(config: &KubeletConfig, host_ips: Vec<IpAddr>, proc_root: &Path)
         cluster_domain: config.cluster_domain.clone(),
         resolv_conf: config.resolv_conf.clone(),
     };
-    node.memory_capacity_bytes = capacity.memory_bytes;
+    node.memory_capacity_bytes = capacity
+        .memory_bytes
+        .and_then(|m| u64::try_from(m).ok())
+        .unwrap_or(0);
     node.allocatable = Allocatable {
-        cpu_millis: capacity.cpu_millis,
-        memory_bytes: i64::try_from(capacity.memory_bytes).unwrap_or(i64::MAX),
+        cpu_millis: allocatable.cpu_millis.unwrap_or(0),
+        memory_bytes: allocatable.memory_bytes.unwrap_or(0),
         ephemeral_storage_bytes: 0,
     };
+    node.memory_throttling_factor = config.memory_throttling_factor;
     node.cpu_cfs_quota = config.cpu_cfs_quota;
-    node.cgroup_v2 = node::cgroup_unified(Path::new("/sys/fs/cgroup"));
+    node.cgroup_v2 = node::cgroup_unified(Path::new(CGROUP_MOUNT));
     if config.feature_gates.custom_cpu_cfs_quota_period {
         node.cpu_cfs_quota_period_us =
             i64::try_from(config.cpu_cfs_quota_period.as_micros()).unwrap_or(i64::MAX);

@@ -3,6 +3,7 @@
 //! architecture; each module's doc names its kernel or Kubernetes reference.
 #![forbid(unsafe_code)]
 
+pub mod cgroup;
 pub mod config;
 pub mod cri;
 pub mod daemon;

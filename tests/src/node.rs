@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xtask::runtime::{Options, RuntimeFixture};
 
-/// Where the kernlet binary is: `KERNLET_BIN` (set by `cargo xtask test`), else the workspace's
+/// Where the kernlet binary is: `KERNLET_BIN` (set by `cargo xtask test` for the node VM), else the workspace's
 /// debug build, built now if missing.
 pub fn kernlet_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("KERNLET_BIN") {
@@ -48,7 +48,9 @@ impl TestNode {
     }
 
     /// As [`TestNode::start`], with `extra_yaml` (whole `key: value` lines) appended to the
-    /// generated `KubeletConfiguration` and `env` set for every kernlet started.
+    /// generated `KubeletConfiguration` and `env` set for every kernlet started. `{cgroup_root}`
+    /// in `extra_yaml` becomes the fixture's cgroup subtree (torn down with the fixture), the
+    /// place for `cgroupRoot` when `cgroupsPerQOS` is on.
     pub fn start_with(extra_yaml: &str, env: &[(&str, &str)]) -> Result<Self> {
         let fixture = RuntimeFixture::start(Options::default())?;
         let dir = tempfile::Builder::new()
@@ -62,7 +64,10 @@ impl TestNode {
             &dir.path().join("manifests"),
             &dir.path().join("logs"),
             port,
-            &format!("resolvConf: \"\"\n{extra_yaml}"),
+            &format!(
+                "resolvConf: \"\"\n{}",
+                extra_yaml.replace("{cgroup_root}", &fixture.cgroup_parent())
+            ),
         );
         fs::write(dir.path().join("config.yaml"), config)?;
         let mut node = Self {
@@ -78,6 +83,15 @@ impl TestNode {
         };
         node.start_kernlet()?;
         Ok(node)
+    }
+
+    /// The fixture's cgroup subtree (what `{cgroup_root}` stands for), e.g. `/kernlet-3`.
+    #[must_use]
+    pub fn cgroup_root(&self) -> String {
+        self.fixture
+            .as_ref()
+            .map(RuntimeFixture::cgroup_parent)
+            .unwrap_or_default()
     }
 
     #[must_use]

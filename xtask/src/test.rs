@@ -194,6 +194,9 @@ fn in_vm(filter: Option<&str>) -> Result<Outcome> {
     };
     let targets = test_targets(&["vm_", "kernel_"])?;
     let binaries = build_test_binaries(&targets)?;
+    // The VM has no cargo: tests that run kernlet get the binary built here.
+    crate::cmd::run(cargo().args(["build", "-p", "kernlet", "--bin", "kernlet"]))?;
+    let kernlet = crate::bench::target_dir().join("debug/kernlet");
     let mut script = String::from("set -u; status=0\n");
     for binary in &binaries {
         let mut line = format!(
@@ -210,6 +213,10 @@ fn in_vm(filter: Option<&str>) -> Result<Outcome> {
     script.push_str("exit $status\n");
     let options = vm::VmOptions {
         memory_mib: 4096,
+        env: vec![(
+            "KERNLET_BIN".to_owned(),
+            kernlet.to_string_lossy().into_owned(),
+        )],
         ..vm::VmOptions::default()
     };
     let vm::VmRun { status, console } = vm::run_capture(&options, &script)?;

@@ -3,7 +3,7 @@
 //! (upstream's `killContainer`: the hook's whole seconds count against the grace, at least 2 s
 //! remain for SIGTERM; consecutive stops run in parallel, as `killContainersWithSyncResult`), and
 //! removal. Failures become the container's waiting reason, as upstream reports them.
-use std::{path::Path, pin::Pin, task::Poll, time::Duration, time::Instant};
+use std::{path::Path, pin::Pin, sync::Arc, task::Poll, time::Duration, time::Instant};
 
 use k8s_openapi::api::core::v1::{Container as ContainerSpec, Pod};
 use kernlet_cri::v1;
@@ -16,6 +16,7 @@ use super::{
     state::{PodRuntime, Waiting},
     worker::{Memory, now_nanos},
 };
+use crate::cgroup::CgroupManager;
 use crate::cri::{CriError, Runtime};
 
 /// Upstream's `minimumGracePeriodInSeconds`: what is left for SIGTERM after a slow preStop hook.
@@ -41,16 +42,13 @@ pub enum ExecuteError {
     Spec { uid: String, message: String },
 }
 
-/// Chooses the cgroup parent of a pod's sandbox (the cgroup manager's hook; `None` lets the
-/// runtime choose).
-pub type CgroupParent = Box<dyn Fn(&Pod) -> Option<String> + Send + Sync>;
-
 /// Shared by all workers: the runtime and what the node looks like.
 pub struct Executor {
     runtime: Runtime,
     node: NodeContext,
     resolv: ResolvConf,
-    cgroup_parent: CgroupParent,
+    /// Pod cgroups (`cgroupsPerQOS`); `None` lets the runtime place pods.
+    cgroups: Option<Arc<CgroupManager>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -74,13 +72,13 @@ impl Executor {
         runtime: Runtime,
         node: NodeContext,
         resolv: ResolvConf,
-        cgroup_parent: CgroupParent,
+        cgroups: Option<Arc<CgroupManager>>,
     ) -> Self {
         Self {
             runtime,
             node,
             resolv,
-            cgroup_parent,
+            cgroups,
         }
     }
 
@@ -173,14 +171,45 @@ impl Executor {
         Ok(())
     }
 
-    /// Removes the pod's volumes and state directory once its sandboxes are gone.
+    #[must_use]
+    pub fn cgroups(&self) -> Option<&Arc<CgroupManager>> {
+        self.cgroups.as_ref()
+    }
+
+    /// Removes the pod's cgroup, volumes and state directory once its sandboxes are gone.
     pub async fn cleanup_pod(&self, uid: &str) {
+        if let Some(cgroups) = self.cgroups.clone() {
+            let owned = uid.to_owned();
+            let result = tokio::task::spawn_blocking(move || cgroups.remove_pod(&owned)).await;
+            if let Ok(Err(error)) = result {
+                tracing::warn!(%uid, %error, "removing the pod cgroup failed");
+            }
+        }
         let root = self.node.root_dir.clone();
         let uid = uid.to_owned();
         let result = tokio::task::spawn_blocking(move || spec::cleanup_volumes(&root, &uid)).await;
         if let Ok(Err(error)) = result {
             tracing::warn!(%error, "removing pod volumes failed");
         }
+    }
+
+    /// Creates the pod's cgroup and applies its limits before its sandbox exists; returns the
+    /// sandbox's cgroup parent.
+    async fn ensure_pod_cgroup(
+        &self,
+        uid: &str,
+        pod: &Pod,
+    ) -> Result<Option<String>, ExecuteError> {
+        let Some(cgroups) = self.cgroups.clone() else {
+            return Ok(None);
+        };
+        let pod = pod.clone();
+        let created = tokio::task::spawn_blocking(move || cgroups.ensure_pod(&pod))
+            .await
+            .map_err(|e| spec_error(uid, &format!("pod cgroup task failed: {e}")))?;
+        created
+            .map(Some)
+            .map_err(|e| spec_error(uid, &format!("failed to ensure the pod cgroup: {e}")))
     }
 
     async fn create_sandbox(
@@ -195,7 +224,7 @@ impl Executor {
             .await
             .map_err(|message| spec_error(uid, &message))?;
 
-        let parent = (self.cgroup_parent)(pod);
+        let parent = self.ensure_pod_cgroup(uid, pod).await?;
         let config =
             spec::sandbox_config(pod, attempt, &self.node, &self.resolv, parent.as_deref())
                 .map_err(|e| spec_error(uid, &e.to_string()))?;
@@ -242,7 +271,7 @@ impl Executor {
             .newest_sandbox()
             .filter(|s| s.ready)
             .ok_or_else(|| spec_error(uid, "no ready sandbox to start containers in"))?;
-        let parent = (self.cgroup_parent)(pod);
+        let parent = self.cgroups.as_ref().map(|c| c.pod_cgroup(pod));
         let config = spec::sandbox_config(
             pod,
             sandbox.attempt,

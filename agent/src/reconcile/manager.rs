@@ -2,7 +2,11 @@
 //! get their new spec, pods gone from every source are terminated. At start-up it adopts what the
 //! runtime already runs (design decision 2): desired pods are picked up by their workers without
 //! restarting anything healthy, and kubelet-managed pods nobody wants any more are terminated.
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use k8s_openapi::api::core::v1::Pod;
 use tokio::{sync::watch, task::JoinSet};
@@ -107,8 +111,11 @@ pub async fn run(
         tasks: JoinSet::new(),
     };
     let mut pods = by_uid(&source.borrow_and_update());
+    update_tiers(&executor, &pods);
     workers.apply(&pods);
-    adopt_orphans(&mut workers, &executor, &pods).await;
+    if let Some(in_runtime) = adopt_orphans(&mut workers, &executor, &pods).await {
+        remove_orphan_cgroups(&executor, &pods, &in_runtime).await;
+    }
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -117,6 +124,7 @@ pub async fn run(
                     break;
                 }
                 pods = by_uid(&source.borrow_and_update());
+                update_tiers(&executor, &pods);
                 workers.apply(&pods);
             }
             Some(done) = workers.tasks.join_next() => {
@@ -133,21 +141,53 @@ pub async fn run(
     while workers.tasks.join_next().await.is_some() {}
 }
 
+/// Re-weights the `QoS` tiers for the desired pods (upstream's `UpdateQOSCgroups`).
+fn update_tiers(executor: &Executor, pods: &HashMap<String, Arc<Pod>>) {
+    if let Some(cgroups) = executor.cgroups()
+        && let Err(error) = cgroups.update_tiers(pods.values().map(AsRef::as_ref))
+    {
+        tracing::warn!(%error, "cannot update the QoS tier cgroups");
+    }
+}
+
+/// Removes pod cgroups neither a source nor the runtime knows (left by a previous run whose pods
+/// are gone); pods still in the runtime keep theirs until their worker has stopped them.
+async fn remove_orphan_cgroups(
+    executor: &Executor,
+    pods: &HashMap<String, Arc<Pod>>,
+    in_runtime: &HashSet<String>,
+) {
+    let Some(cgroups) = executor.cgroups().cloned() else {
+        return;
+    };
+    let keep: HashSet<String> = pods.keys().chain(in_runtime).cloned().collect();
+    match tokio::task::spawn_blocking(move || cgroups.remove_orphans(&keep)).await {
+        Ok(Ok(removed)) if !removed.is_empty() => {
+            tracing::info!(?removed, "removed orphaned pod cgroups");
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "cannot list pod cgroups"),
+        Err(error) => tracing::warn!(%error, "orphaned pod cgroup task failed"),
+    }
+}
+
 /// Terminates kubelet-managed pods in the runtime that no source wants (a manifest removed while
 /// kernlet was down). Pods that are wanted were given workers already and are adopted by them.
+/// Returns the UIDs the runtime has, `None` when it cannot be listed.
 async fn adopt_orphans(
     workers: &mut Workers,
     executor: &Executor,
     pods: &HashMap<String, Arc<Pod>>,
-) {
+) -> Option<HashSet<String>> {
     let mut observer = Observer::default();
     let existing = match observer.observe(executor.runtime(), None).await {
         Ok(existing) => existing,
         Err(error) => {
             tracing::warn!(%error, "cannot list the runtime's pods at start-up; orphans stay until the next start");
-            return;
+            return None;
         }
     };
+    let in_runtime = existing.keys().cloned().collect();
     for (uid, runtime) in existing {
         if pods.contains_key(&uid) || workers.desired.contains_key(&uid) {
             continue;
@@ -162,4 +202,5 @@ async fn adopt_orphans(
             },
         );
     }
+    Some(in_runtime)
 }

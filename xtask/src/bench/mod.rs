@@ -3,6 +3,8 @@
 //! on and its results as a Markdown table, ready to paste into `docs/perf.md`.
 //!
 //! - [`startup`]: pod startup latency, kernlet against the same CRI calls issued directly.
+//! - [`cgroups`]: kernlet's cgroup layer against `cgroups-rs`, in the node VM.
+pub mod cgroups;
 pub mod startup;
 
 use std::{
@@ -28,11 +30,15 @@ pub enum Bench {
     /// Pod startup latency for 1, 10 and 50 pods: kernlet (static pods) against the same CRI
     /// calls issued directly; needs root.
     Startup(startup::StartupArgs),
+    /// Creating, limiting and removing pod cgroups: kernlet's hand-written layer against
+    /// cgroups-rs, in the node VM.
+    Cgroups(cgroups::CgroupsArgs),
 }
 
 pub fn cli(args: &BenchArgs) -> Result<()> {
     match &args.bench {
         Bench::Startup(args) => startup::cli(args),
+        Bench::Cgroups(args) => cgroups::cli(args),
     }
 }
 

@@ -253,25 +253,36 @@ impl RuntimeFixture {
     /// A standalone-mode `KubeletConfiguration` for kernlet on this fixture: static pods from
     /// `manifests`, container logs under `logs`, the HTTP server on `127.0.0.1:port`. `QoS` cgroups
     /// are off (`cgroupsPerQOS: false`, which upstream supports) because the development host has
-    /// no cgroup v2 controllers; `extra` (whole YAML lines) is appended.
+    /// no cgroup v2 controllers. `extra` (whole YAML lines) is appended; a top-level key it sets
+    /// replaces the default line for that key (`cgroupsPerQOS: true` in the node VM).
     #[must_use]
     pub fn kernlet_config(&self, manifests: &Path, logs: &Path, port: u16, extra: &str) -> String {
-        format!(
-            "apiVersion: kubelet.config.k8s.io/v1beta1\n\
-             kind: KubeletConfiguration\n\
-             staticPodPath: {manifests}\n\
-             podLogsDir: {logs}\n\
-             containerRuntimeEndpoint: {endpoint}\n\
-             cgroupsPerQOS: false\n\
-             enforceNodeAllocatable: []\n\
-             address: 127.0.0.1\n\
-             port: {port}\n\
-             healthzPort: 0\n\
-             {extra}",
-            manifests = manifests.display(),
-            logs = logs.display(),
-            endpoint = self.endpoint_uri(),
-        )
+        let defaults = [
+            ("apiVersion", "kubelet.config.k8s.io/v1beta1".to_owned()),
+            ("kind", "KubeletConfiguration".to_owned()),
+            ("staticPodPath", manifests.display().to_string()),
+            ("podLogsDir", logs.display().to_string()),
+            ("containerRuntimeEndpoint", self.endpoint_uri()),
+            ("cgroupsPerQOS", "false".to_owned()),
+            ("enforceNodeAllocatable", "[]".to_owned()),
+            ("address", "127.0.0.1".to_owned()),
+            ("port", port.to_string()),
+            ("healthzPort", "0".to_owned()),
+        ];
+        let overridden = |key: &str| {
+            extra
+                .lines()
+                .any(|line| line.split_once(':').is_some_and(|(k, _)| k == key))
+        };
+        let mut config = String::new();
+        for (key, value) in defaults.iter().filter(|(key, _)| !overridden(key)) {
+            config.push_str(key);
+            config.push_str(": ");
+            config.push_str(value);
+            config.push('\n');
+        }
+        config.push_str(extra);
+        config
     }
 
     /// The cgroup parent (cgroupfs form) to give the fixture's pods: `/kernlet-<id>`. Teardown

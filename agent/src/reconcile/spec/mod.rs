@@ -70,6 +70,10 @@ pub const FAILED_MOUNT: &str = "FailedMount";
 
 /// What the builders need to know about the node, as the upstream kubelet knows it.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about the node, not a state machine"
+)]
 pub struct NodeContext {
     pub node_name: String,
     /// The node's IPs, primary first (`status.hostIP(s)`, and the pod IPs of hostNetwork pods).
@@ -95,6 +99,11 @@ pub struct NodeContext {
     /// Whether `/sys/fs/cgroup` is the unified (v2) hierarchy: `unified` resource entries such as
     /// `memory.oom.group` are only sent then (runc rejects them on v1 and hybrid hosts).
     pub cgroup_v2: bool,
+    /// `MemoryQoS` (gate on, cgroup v2, kernel >= 5.9): containers get `memory.min` from their
+    /// memory request and `memory.high` throttled at `memory_throttling_factor`.
+    pub memory_qos: bool,
+    /// `memoryThrottlingFactor`.
+    pub memory_throttling_factor: f64,
 }
 
 impl NodeContext {
@@ -117,6 +126,8 @@ impl NodeContext {
             cpu_cfs_quota_period_us: resources::QUOTA_PERIOD_US,
             swap_controller: false,
             cgroup_v2: true,
+            memory_qos: false,
+            memory_throttling_factor: 0.9,
         }
     }
 }

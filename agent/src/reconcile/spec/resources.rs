@@ -45,6 +45,9 @@ pub const BEST_EFFORT_OOM_SCORE_ADJ: i64 = 1000;
 
 /// `memory.oom.group`: kill the whole container cgroup on OOM.
 const OOM_GROUP: &str = "memory.oom.group";
+/// `memory.min` and `memory.high` (`MemoryQoS`).
+const MEMORY_MIN: &str = "memory.min";
+const MEMORY_HIGH: &str = "memory.high";
 /// `memory.swap.max`: the swap a cgroup may use.
 const SWAP_MAX: &str = "memory.swap.max";
 /// `scheduling.SystemCriticalPriority`.
@@ -335,7 +338,44 @@ pub fn container_linux_resources(
             .unified
             .insert(SWAP_MAX.to_owned(), "0".to_owned());
     }
+    if node.memory_qos && node.cgroup_v2 {
+        memory_qos(&mut resources, &parsed, node);
+    }
     Ok(resources)
+}
+
+/// `MemoryQoS` for one container (`generateLinuxContainerResources`): `memory.min` from the
+/// memory request, and `memory.high` when request and limit differ, between the request and the
+/// limit (node allocatable memory when there is none) at `memoryThrottlingFactor`.
+fn memory_qos(resources: &mut v1::LinuxContainerResources, parsed: &Resources, node: &NodeContext) {
+    let request = parsed.requests.memory_bytes.unwrap_or(0).max(0);
+    let limit = parsed.limits.memory_bytes.unwrap_or(0).max(0);
+    if request != 0 {
+        resources
+            .unified
+            .insert(MEMORY_MIN.to_owned(), request.to_string());
+    }
+    if request == limit {
+        return;
+    }
+    let ceiling = if limit != 0 {
+        limit
+    } else {
+        node.allocatable.memory_bytes
+    };
+    if ceiling <= 0 {
+        return;
+    }
+    let high = crate::cgroup::convert::memory_high(
+        request as u64,
+        ceiling as u64,
+        node.memory_throttling_factor,
+    );
+    if let Some(high) = high {
+        resources
+            .unified
+            .insert(MEMORY_HIGH.to_owned(), high.to_string());
+    }
 }
 
 /// `calculateSandboxResources` and `convertOverheadToLinuxResources`: the sandbox's share of the

@@ -278,3 +278,37 @@ fn sandbox_resources_and_overhead() {
         kernlet_cri::v1::LinuxContainerResources::default()
     );
 }
+
+#[test]
+fn memory_qos_sets_min_and_high_on_v2() {
+    let mut node = node();
+    node.memory_qos = true;
+    node.allocatable.memory_bytes = 1 << 30;
+    let mi = 1_i64 << 20;
+    let burstable =
+        one_container(&json!({"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}));
+    let container = &burstable.spec.as_ref().expect("spec").containers[0];
+    let resources = container_linux_resources(&burstable, container, false, &node).expect("ok");
+    assert_eq!(resources.unified["memory.min"], (64 * mi).to_string());
+    let high = (64 * mi + 64 * mi * 9 / 10) / 4096 * 4096;
+    assert_eq!(resources.unified["memory.high"], high.to_string());
+
+    // Request equal to limit (Guaranteed memory): memory.min only.
+    let guaranteed =
+        one_container(&json!({"requests": {"memory": "64Mi"}, "limits": {"memory": "64Mi"}}));
+    let container = &guaranteed.spec.as_ref().expect("spec").containers[0];
+    let resources = container_linux_resources(&guaranteed, container, false, &node).expect("ok");
+    assert!(!resources.unified.contains_key("memory.high"));
+
+    // No limit: node allocatable is the ceiling.
+    let unlimited = one_container(&json!({"requests": {"memory": "64Mi"}}));
+    let container = &unlimited.spec.as_ref().expect("spec").containers[0];
+    let resources = container_linux_resources(&unlimited, container, false, &node).expect("ok");
+    let high = (64 * mi + ((1 << 30) - 64 * mi) * 9 / 10) / 4096 * 4096;
+    assert_eq!(resources.unified["memory.high"], high.to_string());
+
+    // Gate off: nothing.
+    node.memory_qos = false;
+    let resources = container_linux_resources(&unlimited, container, false, &node).expect("ok");
+    assert!(!resources.unified.contains_key("memory.min"));
+}

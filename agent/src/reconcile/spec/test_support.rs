@@ -30,6 +30,8 @@ pub(super) fn node() -> NodeContext {
         cpu_cfs_quota_period_us: 100_000,
         swap_controller: false,
         cgroup_v2: true,
+        memory_qos: false,
+        memory_throttling_factor: 0.9,
     }
 }
 
