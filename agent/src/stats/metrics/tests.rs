@@ -220,10 +220,7 @@ fn decode_like_metrics_server(
     BTreeMap<(String, String, String), MetricsPoint>,
 ) {
     fn label(series: &str, tag: &str) -> String {
-        let start = series
-            .find(tag)
-            .map(|i| i + tag.len())
-            .unwrap_or(series.len());
+        let start = series.find(tag).map_or(series.len(), |i| i + tag.len());
         let rest = &series[start..];
         rest[..rest.find('"').unwrap_or(rest.len())].to_owned()
     }
@@ -420,9 +417,9 @@ fn cadvisor_metrics_have_upstream_names_labels_and_timestamps() {
     }
     let app_only = |l: &&str| l.contains("id=\"/kubepods");
     // Labels in name order, extras included.
-    assert!(text.contains(&format!(
-        "container_memory_failures_total{{container=\"app\",failure_type=\"pgmajfault\",id="
-    )));
+    assert!(text.contains(
+        "container_memory_failures_total{container=\"app\",failure_type=\"pgmajfault\",id="
+    ));
     assert!(text.contains("interface=\"eth0\",name=\"abc\""));
     assert!(text.contains("container_fs_reads_bytes_total{container=\"app\",device=\"/dev/sda\","));
     assert!(text.contains("container_blkio_device_usage_total{container=\"\",device=\"259:0\",id=\"/\",image=\"\",major=\"259\",minor=\"0\",name=\"\",namespace=\"\",operation=\"Write\",pod=\"\"} 8192"));

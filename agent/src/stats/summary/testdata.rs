@@ -144,10 +144,10 @@ pub(crate) fn summary() -> Summary {
             memory: MemoryStats::from_sample_with_limit(&now, Some(8 << 30)),
             io: IoStats::from_sample(&now),
             network: Some(NetworkStats::from_interfaces(Some(at(10_000)), &[eth0()])),
-            fs: Some(fs.clone()),
+            fs: Some(fs),
             runtime: Some(RuntimeStats {
-                image_fs: Some(fs.clone()),
-                container_fs: Some(fs.clone()),
+                image_fs: Some(fs),
+                container_fs: Some(fs),
             }),
             rlimit: Some(RlimitStats {
                 time: Time::new(at(10_000)),
@@ -173,7 +173,7 @@ pub(crate) fn summary() -> Summary {
                     name: "data".to_owned(),
                     namespace: "default".to_owned(),
                 }),
-                ..VolumeStats::new("data".to_owned(), fs.clone())
+                ..VolumeStats::new("data".to_owned(), fs)
             }],
             ephemeral_storage: Some(fs),
             process_stats: Some(ProcessStats::new(3)),

@@ -342,14 +342,23 @@ impl VolumeStats {
     /// A volume's stats from its filesystem's.
     #[must_use]
     pub fn new(name: String, fs: FsStats) -> Self {
+        let FsStats {
+            time,
+            available_bytes,
+            capacity_bytes,
+            used_bytes,
+            inodes_free,
+            inodes,
+            inodes_used,
+        } = fs;
         Self {
-            time: fs.time,
-            available_bytes: fs.available_bytes,
-            capacity_bytes: fs.capacity_bytes,
-            used_bytes: fs.used_bytes,
-            inodes_free: fs.inodes_free,
-            inodes: fs.inodes,
-            inodes_used: fs.inodes_used,
+            time,
+            available_bytes,
+            capacity_bytes,
+            used_bytes,
+            inodes_free,
+            inodes,
+            inodes_used,
             name,
             pvc_ref: None,
             volume_health_stats: None,
@@ -387,7 +396,7 @@ pub struct PvcReference {
 }
 
 /// Filesystem usage in bytes and inodes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FsStats {
     pub time: Time,
