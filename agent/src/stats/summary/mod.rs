@@ -2,7 +2,7 @@
 //! `k8s.io/kubelet/pkg/apis/stats/v1alpha1` types ([`types`]), their construction from
 //! [`crate::stats::model`] samples ([`convert`]), and the JSON encoding upstream's handler
 //! writes (`pkg/kubelet/server/stats/handler.go`: go-restful's pretty printer, one-space
-//! indent, no trailing newline). Go also escapes `<`, `>` and `&` inside strings; serde_json
+//! indent, no trailing newline). Go also escapes `<`, `>` and `&` inside strings; `serde_json`
 //! does not, which changes no value (no name served here can hold them in practice).
 //!
 //! `?only_cpu_and_memory=true` is upstream's `GetCPUAndMemoryStats`
