@@ -5,8 +5,18 @@
 //!   `{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[...]}`, the items without their
 //!   own `kind` / `apiVersion`, as Go's codec writes a typed list, and a trailing newline;
 //! - `GET /healthz`: `ok`;
+//! - `GET` or `POST /stats/summary` (`pkg/kubelet/server/stats/handler.go`): the
+//!   [`Summary`] as pretty JSON; `only_cpu_and_memory=true` (in the query, or in a
+//!   form-encoded POST body, exactly once) serves the CPU-and-memory subset. Without stats the
+//!   answer is upstream's `500 Internal Error: <reason>`;
+//! - `/metrics`, `/metrics/cadvisor`, `/metrics/resource` (any method, as Go's `promhttp`
+//!   handlers take): Prometheus text format 0.0.4, see [`crate::stats::metrics`]; without stats
+//!   they still answer 200, with `resource_scrape_error 1` / `container_scrape_error 1`;
 //! - any other path: 404 `404 page not found` (Go's `http.NotFound`); another method on a known
 //!   path: 405.
+//!
+//! What is served comes from [`Providers`]: the pods, the stats ([`StatsProvider`]) and
+//! kernlet's own [`Metrics`].
 //!
 //! Each connection is served by its own task; a malformed request only ends its connection
 //! (hyper answers 400). Accept errors (descriptor exhaustion and the like) are retried after a
@@ -19,11 +29,11 @@ mod tests;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderMap, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -32,6 +42,9 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::stats::metrics::{self, Metrics, cadvisor::CadvisorSnapshot};
+use crate::stats::summary::{self, StatsError, Summary};
 
 /// How long in-flight requests may take to finish once the server is cancelled.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -54,6 +67,56 @@ where
     }
 }
 
+/// The stats the server serves; the daemon's stats store implements it. Both calls should be
+/// cheap (a snapshot of what the collector last computed): they run on the request's task.
+pub trait StatsProvider: Send + Sync + 'static {
+    /// The full summary, with `usageNanoCores` from the last two samples. Also the source of
+    /// `/metrics/resource`, which reads its CPU and memory part.
+    fn summary(&self) -> Result<Summary, StatsError>;
+    /// The per-cgroup inputs of `/metrics/cadvisor`.
+    fn cadvisor(&self) -> Result<CadvisorSnapshot, StatsError>;
+}
+
+/// A [`StatsProvider`] before any collection: every call is [`StatsError::NotCollected`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStats;
+
+impl StatsProvider for NoStats {
+    fn summary(&self) -> Result<Summary, StatsError> {
+        Err(StatsError::NotCollected)
+    }
+
+    fn cadvisor(&self) -> Result<CadvisorSnapshot, StatsError> {
+        Err(StatsError::NotCollected)
+    }
+}
+
+/// Everything the server serves.
+#[derive(Clone)]
+pub struct Providers {
+    pub pods: Arc<dyn PodsProvider>,
+    pub stats: Arc<dyn StatsProvider>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Providers {
+    /// `pods`, no stats yet, and a fresh [`Metrics`].
+    #[must_use]
+    pub fn new(pods: Arc<dyn PodsProvider>) -> Self {
+        Self {
+            pods,
+            stats: Arc::new(NoStats),
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+}
+
+impl From<Arc<dyn PodsProvider>> for Providers {
+    fn from(pods: Arc<dyn PodsProvider>) -> Self {
+        Self::new(pods)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
@@ -71,12 +134,14 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// Serves `listener` until `cancel` fires, then shuts down gracefully.
+/// Serves `listener` until `cancel` fires, then shuts down gracefully. `providers` is a
+/// [`Providers`], or just the pods provider (then no stats and empty own metrics).
 pub async fn serve(
     listener: TcpListener,
-    pods: Arc<dyn PodsProvider>,
+    providers: impl Into<Providers>,
     cancel: CancellationToken,
 ) -> Result<(), ServerError> {
+    let providers = providers.into();
     let shutdown = cancel.child_token();
     let mut connections = JoinSet::new();
     let mut backoff = Duration::ZERO;
@@ -90,7 +155,7 @@ pub async fn serve(
                     connections.spawn(serve_connection(
                         stream,
                         peer,
-                        Arc::clone(&pods),
+                        providers.clone(),
                         shutdown.clone(),
                     ));
                 }
@@ -120,12 +185,12 @@ pub async fn serve(
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    pods: Arc<dyn PodsProvider>,
+    providers: Providers,
     shutdown: CancellationToken,
 ) {
     let service = service_fn(move |request: Request<Incoming>| {
-        let response = route(request.method(), request.uri().path(), pods.as_ref());
-        async move { Ok::<_, Infallible>(response) }
+        let providers = providers.clone();
+        async move { Ok::<_, Infallible>(handle(request, &providers).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -162,21 +227,79 @@ fn respond(
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
+/// The most of a `POST /stats/summary` body that is read (Go's `ParseForm` reads 10 MB).
+const MAX_FORM_BODY: usize = 1 << 20;
 
-fn route(method: &Method, path: &str, pods: &dyn PodsProvider) -> Response<Body> {
-    match path {
-        "/pods" | "/healthz" if method != Method::GET => {
-            let mut response = respond(
-                StatusCode::METHOD_NOT_ALLOWED,
-                TEXT,
-                "405: Method Not Allowed",
-            );
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET"));
-            response
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        TEXT,
+        "405: Method Not Allowed",
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+async fn handle(request: Request<Incoming>, providers: &Providers) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    if parts.uri.path() != "/stats/summary" || parts.method != Method::POST {
+        return route(
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+            None,
+            providers,
+        );
+    }
+    let form = if is_form(&parts.headers) {
+        match Limited::new(body, MAX_FORM_BODY).collect().await {
+            Ok(collected) => Some(collected.to_bytes()),
+            Err(error) => {
+                return respond(
+                    StatusCode::BAD_REQUEST,
+                    TEXT,
+                    format!("cannot read the request body: {error}\n"),
+                );
+            }
         }
-        "/pods" => match encode_pod_list(&pods.pods()) {
+    } else {
+        None
+    };
+    route(
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        form.as_deref(),
+        providers,
+    )
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn route(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    form: Option<&[u8]>,
+    providers: &Providers,
+) -> Response<Body> {
+    match path {
+        "/pods" | "/healthz" if method != Method::GET => method_not_allowed("GET"),
+        "/stats/summary" if method != Method::GET && method != Method::POST => {
+            method_not_allowed("GET, POST")
+        }
+        "/pods" => match encode_pod_list(&providers.pods.pods()) {
             Ok(body) => respond(StatusCode::OK, "application/json", body),
             Err(error) => {
                 tracing::error!(%error, "cannot encode the pod list");
@@ -188,7 +311,100 @@ fn route(method: &Method, path: &str, pods: &dyn PodsProvider) -> Response<Body>
             }
         },
         "/healthz" => respond(StatusCode::OK, TEXT, "ok"),
+        "/stats/summary" => stats_summary(providers, only_cpu_and_memory(query, form)),
+        "/metrics" => metrics_response(providers.metrics.render()),
+        "/metrics/resource" => {
+            let summary = providers.stats.summary();
+            metrics_response(metrics::resource::render(summary.as_ref()))
+        }
+        "/metrics/cadvisor" => {
+            let snapshot = providers.stats.cadvisor();
+            metrics_response(metrics::cadvisor::render(
+                snapshot.as_ref(),
+                SystemTime::now(),
+            ))
+        }
         _ => respond(StatusCode::NOT_FOUND, TEXT, "404 page not found\n"),
+    }
+}
+
+/// Upstream's test: `only_cpu_and_memory` given exactly once (form body and query together,
+/// as Go's `Request.Form`), and equal to `true`.
+fn only_cpu_and_memory(query: Option<&str>, form: Option<&[u8]>) -> bool {
+    let form = form.map(String::from_utf8_lossy);
+    let values: Vec<String> = [form.as_deref(), query]
+        .into_iter()
+        .flatten()
+        .flat_map(|encoded| encoded.split('&'))
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (url_decode(key) == "only_cpu_and_memory").then(|| url_decode(value))
+        })
+        .collect();
+    values.len() == 1 && values[0] == "true"
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                if let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    out.push(byte);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn stats_summary(providers: &Providers, only_cpu_and_memory: bool) -> Response<Body> {
+    let summary = match providers.stats.summary() {
+        Ok(summary) if only_cpu_and_memory => summary.cpu_and_memory_only(),
+        Ok(summary) => summary,
+        Err(error) => {
+            tracing::warn!(%error, "cannot serve /stats/summary");
+            return respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT,
+                format!("Internal Error: {error}"),
+            );
+        }
+    };
+    match summary::encode(&summary) {
+        Ok(body) => respond(StatusCode::OK, "application/json", body),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode the summary");
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT,
+                format!("Internal Error: {error}"),
+            )
+        }
+    }
+}
+
+fn metrics_response(rendered: Result<String, metrics::MetricsError>) -> Response<Body> {
+    match rendered {
+        Ok(text) => respond(StatusCode::OK, metrics::CONTENT_TYPE, text),
+        Err(error) => {
+            tracing::error!(%error, "cannot render metrics");
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT,
+                format!("cannot render metrics: {error}\n"),
+            )
+        }
     }
 }
 

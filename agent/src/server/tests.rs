@@ -237,3 +237,209 @@ async fn server_bind_error_names_the_address() {
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------- stats and metrics
+
+mod stats_routes {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::stats::metrics::cadvisor::{CadvisorContainer, ContainerLabels};
+    use crate::stats::summary::testdata::{at, sample, summary};
+
+    struct FakeStats;
+
+    impl StatsProvider for FakeStats {
+        fn summary(&self) -> Result<Summary, StatsError> {
+            Ok(summary())
+        }
+
+        fn cadvisor(&self) -> Result<CadvisorSnapshot, StatsError> {
+            Ok(CadvisorSnapshot {
+                containers: vec![CadvisorContainer {
+                    labels: ContainerLabels {
+                        container: "app".to_owned(),
+                        id: "/kubepods/podx/abc".to_owned(),
+                        namespace: "default".to_owned(),
+                        pod: "web".to_owned(),
+                        ..ContainerLabels::default()
+                    },
+                    sample: sample(at(10_000), 2_000_000),
+                    ..CadvisorContainer::default()
+                }],
+                devices: BTreeMap::new(),
+            })
+        }
+    }
+
+    async fn start_with(stats: Arc<dyn StatsProvider>, metrics: Arc<Metrics>) -> Running {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let pods: Arc<dyn PodsProvider> = Arc::new(Vec::new);
+        let providers = Providers {
+            pods,
+            stats,
+            metrics,
+        };
+        let task = tokio::spawn(serve(listener, providers, cancel.clone()));
+        Running { addr, cancel, task }
+    }
+
+    async fn post(
+        addr: SocketAddr,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        parse(&exchange(addr, request.as_bytes(), false).await)
+    }
+
+    fn decode(body: &[u8]) -> Summary {
+        serde_json::from_slice(body).expect("strict summary json")
+    }
+
+    #[tokio::test]
+    async fn server_stats_summary_serves_the_upstream_json() {
+        let server = start_with(Arc::new(FakeStats), Arc::new(Metrics::new())).await;
+        let (code, headers, body) = get(server.addr, "GET", "/stats/summary").await;
+        assert_eq!(code, 200);
+        assert_eq!(header(&headers, "content-type"), Some("application/json"));
+        assert!(body.starts_with(b"{\n \"node\": {\n  \"nodeName\": \"node-a\""));
+        assert_eq!(decode(&body), summary());
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn server_stats_summary_only_cpu_and_memory_by_query_or_form() {
+        let server = start_with(Arc::new(FakeStats), Arc::new(Metrics::new())).await;
+        let only = summary().cpu_and_memory_only();
+        let (_, _, body) = get(
+            server.addr,
+            "GET",
+            "/stats/summary?only_cpu_and_memory=true",
+        )
+        .await;
+        assert_eq!(decode(&body), only);
+        let form = "application/x-www-form-urlencoded";
+        let (code, _, body) = post(
+            server.addr,
+            "/stats/summary",
+            form,
+            "only_cpu_and_memory=true",
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert_eq!(decode(&body), only);
+        // Not "true", given twice, or in a body that is not a form: the full summary.
+        for path in [
+            "/stats/summary?only_cpu_and_memory=false",
+            "/stats/summary?only_cpu_and_memory=true&only_cpu_and_memory=true",
+            "/stats/summary?only_cpu_and_memory=TRUE",
+        ] {
+            let (_, _, body) = get(server.addr, "GET", path).await;
+            assert_eq!(decode(&body), summary(), "{path}");
+        }
+        let (_, _, body) = post(
+            server.addr,
+            "/stats/summary?only_cpu_and_memory=true",
+            form,
+            "only_cpu_and_memory=true",
+        )
+        .await;
+        assert_eq!(
+            decode(&body),
+            summary(),
+            "form and query together give two values"
+        );
+        let (_, _, body) = post(
+            server.addr,
+            "/stats/summary",
+            "application/json",
+            "only_cpu_and_memory=true",
+        )
+        .await;
+        assert_eq!(decode(&body), summary());
+        let (code, headers, _) = get(server.addr, "PUT", "/stats/summary").await;
+        assert_eq!(code, 405);
+        assert_eq!(header(&headers, "allow"), Some("GET, POST"));
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn server_without_stats_answers_as_upstream() {
+        let server = start(Vec::new()).await;
+        let (code, headers, body) = get(server.addr, "GET", "/stats/summary").await;
+        assert_eq!(code, 500);
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "Internal Error: no stats have been collected yet"
+        );
+        let (code, _, body) = get(server.addr, "GET", "/metrics/resource").await;
+        assert_eq!(code, 200);
+        assert!(
+            String::from_utf8(body)
+                .unwrap()
+                .ends_with("resource_scrape_error 1\n")
+        );
+        let (code, _, body) = get(server.addr, "GET", "/metrics/cadvisor").await;
+        assert_eq!(code, 200);
+        assert!(
+            String::from_utf8(body)
+                .unwrap()
+                .ends_with("container_scrape_error 1\n")
+        );
+        let (code, _, body) = get(server.addr, "GET", "/metrics").await;
+        assert_eq!((code, body.len()), (200, 0));
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn server_metrics_routes_serve_text_format() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_program_loaded("sched_switch", true);
+        let server = start_with(Arc::new(FakeStats), Arc::clone(&metrics)).await;
+        let cases = [
+            (
+                "/metrics",
+                "kernlet_ebpf_program_loaded{program=\"sched_switch\"} 1\n",
+            ),
+            (
+                "/metrics/resource",
+                "container_cpu_usage_seconds_total{container=\"app\",namespace=\"default\",pod=\"web\"} 2 1624396288000\n",
+            ),
+            (
+                "/metrics/cadvisor",
+                "container_memory_working_set_bytes{container=\"app\",id=\"/kubepods/podx/abc\",image=\"\",name=\"\",namespace=\"default\",pod=\"web\"} 41943040 1624396288000\n",
+            ),
+        ];
+        for (path, line) in cases {
+            let (code, headers, body) = get(server.addr, "GET", path).await;
+            assert_eq!(code, 200, "{path}");
+            assert_eq!(
+                header(&headers, "content-type"),
+                Some("text/plain; version=0.0.4; charset=utf-8"),
+                "{path}"
+            );
+            let text = String::from_utf8(body).unwrap();
+            assert!(text.contains(line), "{path}: {line}\n{text}");
+        }
+        // Updates show on the next scrape.
+        metrics.set_program_loaded("sched_switch", false);
+        let (_, _, body) = get(server.addr, "GET", "/metrics").await;
+        assert!(
+            String::from_utf8(body)
+                .unwrap()
+                .contains("{program=\"sched_switch\"} 0\n")
+        );
+        server.stop().await;
+    }
+}

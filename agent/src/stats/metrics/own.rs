@@ -1,0 +1,209 @@
+//! kernlet's own `GET /metrics`: the agent's health as `kernlet_*` families. The daemon
+//! updates a shared [`Metrics`]; each scrape renders its current state.
+//!
+//! | family | type | labels | source |
+//! |---|---|---|---|
+//! | `kernlet_ebpf_program_loaded` | gauge | `program` | 1 loaded and attached, 0 skipped |
+//! | `kernlet_ebpf_program_run_time_seconds_total` | counter | `program` | `bpf_prog_info.run_time_ns` |
+//! | `kernlet_ebpf_program_runs_total` | counter | `program` | `bpf_prog_info.run_cnt` |
+//! | `kernlet_stats_collection_duration_seconds` | histogram | | one collection round |
+//! | `kernlet_cri_request_duration_seconds` | histogram | `method` | one CRI call |
+//! | `kernlet_static_pod_manifest_errors_total` | counter | | `StaticPodSource::manifest_errors_counter` |
+//!
+//! The eBPF run statistics are cumulative in the kernel (and only advance while
+//! `kernel.bpf_stats_enabled` is 1), so they are set, not incremented. The CRI buckets are
+//! upstream's for `kubelet_runtime_operations_duration_seconds` (0.005 s × 2.5^i, 14 bounds).
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::{Desc, Families, HistogramValue, MetricsError};
+
+const PROGRAM_LOADED: Desc = Desc::gauge(
+    "kernlet_ebpf_program_loaded",
+    "Whether the eBPF program is loaded and attached on this kernel (1) or was skipped (0).",
+);
+const PROGRAM_RUN_TIME: Desc = Desc::counter(
+    "kernlet_ebpf_program_run_time_seconds_total",
+    "Cumulative time the kernel spent running the eBPF program (needs kernel.bpf_stats_enabled).",
+);
+const PROGRAM_RUNS: Desc = Desc::counter(
+    "kernlet_ebpf_program_runs_total",
+    "Cumulative count of runs of the eBPF program (needs kernel.bpf_stats_enabled).",
+);
+const COLLECTION: Desc = Desc::histogram(
+    "kernlet_stats_collection_duration_seconds",
+    "Time one stats collection round over all cgroups took.",
+);
+const CRI: Desc = Desc::histogram(
+    "kernlet_cri_request_duration_seconds",
+    "Duration of CRI calls by gRPC method.",
+);
+const MANIFEST_ERRORS: Desc = Desc::counter(
+    "kernlet_static_pod_manifest_errors_total",
+    "Cumulative count of static pod manifests found broken.",
+);
+
+/// 0.005 s × 2.5^i for i in 0..14, as upstream's runtime operation histogram.
+const CRI_BUCKETS: [f64; 14] = [
+    0.005,
+    0.0125,
+    0.03125,
+    0.078_125,
+    0.195_312_5,
+    0.488_281_25,
+    1.220_703_125,
+    3.051_757_812_5,
+    7.629_394_531_25,
+    19.073_486_328_125,
+    47.683_715_820_312_5,
+    119.209_289_550_781_25,
+    298.023_223_876_953_1,
+    745.058_059_692_382_8,
+];
+
+/// 100 µs × 2^i for i in 0..16 (up to 3.3 s).
+const COLLECTION_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
+    0.4096, 0.8192, 1.6384, 3.2768,
+];
+
+/// Observations in fixed buckets.
+#[derive(Debug, Clone)]
+struct Buckets {
+    bounds: &'static [f64],
+    /// Non-cumulative count per bound.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Buckets {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, seconds: f64) {
+        if let Some(i) = self.bounds.iter().position(|&bound| seconds <= bound) {
+            self.counts[i] += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn value(&self) -> HistogramValue {
+        let mut cumulative = 0;
+        HistogramValue {
+            buckets: self
+                .bounds
+                .iter()
+                .zip(&self.counts)
+                .map(|(&bound, &count)| {
+                    cumulative += count;
+                    (bound, cumulative)
+                })
+                .collect(),
+            sum: self.sum,
+            count: self.count,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    loaded: BTreeMap<String, bool>,
+    /// `(run_time_ns, run_count)` per program.
+    costs: BTreeMap<String, (u64, u64)>,
+    collection: Option<Buckets>,
+    cri: BTreeMap<String, Buckets>,
+    manifest_errors: Option<Arc<AtomicU64>>,
+}
+
+/// kernlet's own metrics, shared between the daemon's tasks and the server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    state: Mutex<State>,
+}
+
+impl Metrics {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records whether `program` is loaded (from `ebpf::ProgramState::loaded`).
+    pub fn set_program_loaded(&self, program: &str, loaded: bool) {
+        self.state().loaded.insert(program.to_owned(), loaded);
+    }
+
+    /// Sets `program`'s cumulative kernel run time (nanoseconds) and run count.
+    pub fn set_program_cost(&self, program: &str, run_time_ns: u64, run_count: u64) {
+        self.state()
+            .costs
+            .insert(program.to_owned(), (run_time_ns, run_count));
+    }
+
+    /// Records how long one stats collection round took.
+    pub fn observe_collection(&self, took: Duration) {
+        self.state()
+            .collection
+            .get_or_insert_with(|| Buckets::new(&COLLECTION_BUCKETS))
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records one CRI call of `method` (e.g. `RunPodSandbox`) and how long it took.
+    pub fn observe_cri_call(&self, method: &str, took: Duration) {
+        let mut state = self.state();
+        if let Some(buckets) = state.cri.get_mut(method) {
+            buckets.observe(took.as_secs_f64());
+        } else {
+            let mut buckets = Buckets::new(&CRI_BUCKETS);
+            buckets.observe(took.as_secs_f64());
+            state.cri.insert(method.to_owned(), buckets);
+        }
+    }
+
+    /// Exposes the static pod source's manifest error counter
+    /// (`StaticPodSource::manifest_errors_counter`).
+    pub fn track_manifest_errors(&self, counter: Arc<AtomicU64>) {
+        self.state().manifest_errors = Some(counter);
+    }
+
+    /// The `/metrics` body.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut out = Families::default();
+        let state = self.state();
+        for (program, &loaded) in &state.loaded {
+            let labels = vec![("program", program.clone())];
+            out.sample(&PROGRAM_LOADED, labels, f64::from(u8::from(loaded)), None);
+        }
+        for (program, &(run_time_ns, runs)) in &state.costs {
+            let labels = || vec![("program", program.clone())];
+            out.sample(&PROGRAM_RUN_TIME, labels(), run_time_ns as f64 / 1e9, None);
+            out.sample(&PROGRAM_RUNS, labels(), runs as f64, None);
+        }
+        if let Some(collection) = &state.collection {
+            out.histogram(&COLLECTION, Vec::new(), &collection.value(), None);
+        }
+        for (method, buckets) in &state.cri {
+            let labels = vec![("method", method.clone())];
+            out.histogram(&CRI, labels, &buckets.value(), None);
+        }
+        if let Some(counter) = &state.manifest_errors {
+            let errors = counter.load(Ordering::Relaxed);
+            out.sample(&MANIFEST_ERRORS, Vec::new(), errors as f64, None);
+        }
+        drop(state);
+        out.encode()
+    }
+}
