@@ -113,6 +113,48 @@ const SEND: &str = "use IO::Socket::INET; \
     while ($left > 0) { my $w = syswrite($s, $b, $left < 65536 ? $left : 65536) or die \"write: $!\"; \
     $left -= $w } close $s or die;";
 
+/// Sends [`BYTES`] over TCP from `sender` in the first namespace to `receiver` in the second.
+fn transfer(namespaces: &Namespaces, sender: &TestCgroup, receiver: &TestCgroup) -> Result<()> {
+    let [a, b] = &namespaces.names;
+    let mut listener = receiver
+        .command("ip")
+        .args(["netns", "exec", b, "perl", "-e", RECEIVE, PORT])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        listener.stdout.take().context("receiver stdout")?,
+    ));
+    ensure!(
+        lines.next().transpose()?.as_deref() == Some("ready"),
+        "the receiver did not start listening"
+    );
+    let sent = sender
+        .command("ip")
+        .args([
+            "netns",
+            "exec",
+            a,
+            "perl",
+            "-e",
+            SEND,
+            PORT,
+            &BYTES.to_string(),
+        ])
+        .status()?;
+    ensure!(sent.success(), "the sender failed: {sent}");
+    let byte_count: u64 = lines
+        .next()
+        .transpose()?
+        .context("no byte count from the receiver")?
+        .parse()?;
+    listener.wait()?;
+    ensure!(
+        byte_count == BYTES,
+        "received {byte_count} of {BYTES} bytes"
+    );
+    Ok(())
+}
+
 #[test]
 #[ignore = "kernel: needs root, network namespaces and a BPF-capable kernel; run by cargo xtask test"]
 fn cgroup_skb_counts_socket_traffic_per_cgroup_in_any_netns() -> Result<()> {
@@ -137,42 +179,7 @@ fn cgroup_skb_counts_socket_traffic_per_cgroup_in_any_netns() -> Result<()> {
     let tx_before = Namespaces::statistic(a, "veth-a", "tx_bytes")?;
     let rx_before = Namespaces::statistic(b, "veth-b", "rx_bytes")?;
 
-    let mut receiver = receiver_cgroup
-        .command("ip")
-        .args(["netns", "exec", b, "perl", "-e", RECEIVE, PORT])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
-        receiver.stdout.take().context("receiver stdout")?,
-    ));
-    ensure!(
-        lines.next().transpose()?.as_deref() == Some("ready"),
-        "the receiver did not start listening"
-    );
-    let sent = sender_cgroup
-        .command("ip")
-        .args([
-            "netns",
-            "exec",
-            a,
-            "perl",
-            "-e",
-            SEND,
-            PORT,
-            &BYTES.to_string(),
-        ])
-        .status()?;
-    ensure!(sent.success(), "the sender failed: {sent}");
-    let byte_count: u64 = lines
-        .next()
-        .transpose()?
-        .context("no byte count from the receiver")?
-        .parse()?;
-    receiver.wait()?;
-    ensure!(
-        byte_count == BYTES,
-        "received {byte_count} of {BYTES} bytes"
-    );
+    transfer(&namespaces, &sender_cgroup, &receiver_cgroup)?;
 
     let tx = Namespaces::statistic(a, "veth-a", "tx_bytes")? - tx_before;
     let rx = Namespaces::statistic(b, "veth-b", "rx_bytes")? - rx_before;
