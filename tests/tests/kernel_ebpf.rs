@@ -168,7 +168,7 @@ fn runqlat_attributes_run_queue_wait_to_the_waiting_cgroup() -> Result<()> {
                 .spawn()?,
         );
     }
-    thread::sleep(Duration::from_millis(1000));
+    thread::sleep(Duration::from_secs(1));
     let snapshot = || -> Result<(Instant, u64, LatencyHistogram)> {
         let histogram = counters_of(&probes, &cgroup)?
             .runq_latency
