@@ -1,8 +1,12 @@
-//! Builds the eBPF programs in `ebpf/programs` (nightly, `-Z build-std=core`, bpf-linker) and puts
-//! the object in `OUT_DIR` for `include_bytes_aligned!`. A nested cargo with its own target dir
-//! avoids waiting on the outer build's lock.
+//! Builds the eBPF programs and puts the objects in `OUT_DIR` for `include_bytes_aligned!`:
+//! - `ebpf/programs` (Rust: nightly, `-Z build-std=core`, bpf-linker) with a nested cargo and its
+//!   own target dir, which avoids waiting on the outer build's lock;
+//! - `ebpf/c/*.bpf.c` (C with CO-RE: clang `-target bpf -g -O2` against a `vmlinux.h` that
+//!   `bpftool btf dump` writes from this machine's `/sys/kernel/btf/vmlinux`, and libbpf's headers).
 //!
-//! `KERNLET_EBPF_OBJECT=/path/to/obj` skips the nested build and embeds a prebuilt object instead.
+//! `KERNLET_EBPF_OBJECT=/path/to/obj` skips the nested Rust build and embeds a prebuilt object;
+//! `KERNLET_CLANG` and `KERNLET_BPFTOOL` name the tools (default `clang-22`, then `clang`, and
+//! `bpftool`); `KERNLET_VMLINUX_BTF` a BTF file other than the running kernel's.
 use std::{
     env,
     path::{Path, PathBuf},
@@ -10,6 +14,10 @@ use std::{
 };
 
 const OBJECT: &str = "kernlet.bpf.o";
+/// The C programs in `ebpf/c`, each its own object so one that a kernel refuses cannot take the
+/// others down (aya creates an object's maps all at once).
+const C_PROGRAMS: [&str; 3] = ["runqlat", "block", "oom"];
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 fn main() {
     if let Err(message) = run() {
@@ -29,6 +37,8 @@ fn run() -> Result<(), String> {
         .ok_or("agent crate has no parent directory")?;
     let programs = root.join("ebpf/programs");
     let dest = out_dir.join(OBJECT);
+
+    build_c(&root.join("ebpf/c"), &out_dir)?;
 
     println!("cargo:rerun-if-env-changed=KERNLET_EBPF_OBJECT");
     if let Some(prebuilt) = env::var_os("KERNLET_EBPF_OBJECT") {
@@ -57,9 +67,15 @@ fn run() -> Result<(), String> {
         root.join("ebpf/common/src").display()
     );
 
+    // Keyed by the checkout: worktrees sharing one CARGO_TARGET_DIR would otherwise reuse each
+    // other's objects (cargo judges freshness by mtime, and the nested build's paths are relative).
+    let checkout = root
+        .file_name()
+        .map_or_else(|| "root".into(), |n| n.to_string_lossy().into_owned());
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("bpf");
+        .join("bpf")
+        .join(format!("{checkout}-{:016x}", path_hash(root)));
     let mut cargo = Command::new("rustup");
     cargo
         .args([
@@ -104,4 +120,110 @@ fn run() -> Result<(), String> {
     std::fs::copy(&built, &dest)
         .map_err(|e| format!("copying eBPF object {}: {e}", built.display()))?;
     Ok(())
+}
+
+/// FNV-1a of the path, stable across runs (std's hasher is randomly seeded per process).
+fn path_hash(path: &Path) -> u64 {
+    path.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// Compiles every `ebpf/c/<name>.bpf.c` of [`C_PROGRAMS`] into `OUT_DIR/<name>.bpf.o`.
+fn build_c(sources: &Path, out_dir: &Path) -> Result<(), String> {
+    for var in ["KERNLET_CLANG", "KERNLET_BPFTOOL", "KERNLET_VMLINUX_BTF"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    println!("cargo:rerun-if-changed={}", sources.display());
+    let btf = env::var_os("KERNLET_VMLINUX_BTF")
+        .map_or_else(|| PathBuf::from(VMLINUX_BTF), PathBuf::from);
+    let bpftool = env::var_os("KERNLET_BPFTOOL").unwrap_or_else(|| "bpftool".into());
+    let vmlinux = Command::new(&bpftool)
+        .args(["btf", "dump", "file"])
+        .arg(&btf)
+        .args(["format", "c"])
+        .output()
+        .map_err(|e| {
+            format!("cannot run bpftool to write vmlinux.h ({e}); run `cargo xtask setup`")
+        })?;
+    if !vmlinux.status.success() {
+        return Err(format!(
+            "bpftool btf dump file {} failed ({}): {}; the kernel needs CONFIG_DEBUG_INFO_BTF, or set \
+             KERNLET_VMLINUX_BTF",
+            btf.display(),
+            vmlinux.status,
+            String::from_utf8_lossy(&vmlinux.stderr).trim()
+        ));
+    }
+    let include = out_dir.join("include");
+    std::fs::create_dir_all(&include)
+        .map_err(|e| format!("creating {}: {e}", include.display()))?;
+    let header = include.join("vmlinux.h");
+    std::fs::write(&header, &vmlinux.stdout)
+        .map_err(|e| format!("writing {}: {e}", header.display()))?;
+
+    // bpf_tracing.h picks the register layout of the target the agent is built for.
+    let arch = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("aarch64") => "arm64",
+        Ok("riscv64") => "riscv",
+        Ok("s390x") => "s390",
+        Ok("powerpc64") => "powerpc",
+        _ => "x86",
+    };
+    let clang = clang()?;
+    for name in C_PROGRAMS {
+        let source = sources.join(format!("{name}.bpf.c"));
+        let object = out_dir.join(format!("{name}.bpf.o"));
+        let output = Command::new(&clang)
+            .args(["-target", "bpf", "-g", "-O2", "-Wall", "-Werror"])
+            .arg(format!("-D__TARGET_ARCH_{arch}"))
+            .arg("-I")
+            .arg(&include)
+            .arg("-I")
+            .arg(sources)
+            .arg("-c")
+            .arg(&source)
+            .arg("-o")
+            .arg(&object)
+            .output()
+            .map_err(|e| {
+                format!(
+                    "cannot run {} on {}: {e}",
+                    clang.display(),
+                    source.display()
+                )
+            })?;
+        if !output.status.success() {
+            return Err(format!(
+                "compiling {} failed ({}); if bpf/bpf_helpers.h is missing, run `cargo xtask setup` \
+                 (libbpf-dev):\n{}",
+                source.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `KERNLET_CLANG`, else the first of `clang-22` and `clang` that runs.
+fn clang() -> Result<PathBuf, String> {
+    if let Some(clang) = env::var_os("KERNLET_CLANG") {
+        return Ok(PathBuf::from(clang));
+    }
+    ["clang-22", "clang"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|candidate| {
+            Command::new(candidate)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .ok_or_else(|| {
+            "no clang-22 or clang to compile the C eBPF programs; run `cargo xtask setup`".into()
+        })
 }

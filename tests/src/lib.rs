@@ -9,6 +9,7 @@ use std::{
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    process::Command,
     thread,
     time::Duration,
 };
@@ -65,6 +66,40 @@ impl TestCgroup {
             .with_context(|| format!("moving pid {pid} into {}", procs.display()))
     }
 
+    /// Creates the child cgroup `name` of this one (drop it before its parent).
+    pub fn child(&self, name: &str) -> Result<Self> {
+        let path = self.path.join(name);
+        fs::create_dir(&path).with_context(|| format!("creating cgroup {}", path.display()))?;
+        Ok(Self { path })
+    }
+
+    /// Whether `controller` is enabled for this cgroup (listed in its `cgroup.controllers`).
+    pub fn has_controller(&self, controller: &str) -> Result<bool> {
+        let file = self.path.join("cgroup.controllers");
+        let text =
+            fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        Ok(text.split_whitespace().any(|c| c == controller))
+    }
+
+    /// Writes `value` to the interface file `file` of this cgroup (e.g. `memory.max`).
+    pub fn write(&self, file: &str, value: &str) -> Result<()> {
+        let path = self.path.join(file);
+        fs::write(&path, value).with_context(|| format!("writing {value:?} to {}", path.display()))
+    }
+
+    /// A command that runs `program` already inside this cgroup: a shell moves itself in, then
+    /// execs the program, so every event of the program (its first page fault included) counts.
+    #[must_use]
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg("echo $$ > \"$0\" && exec \"$@\"")
+            .arg(self.path.join("cgroup.procs"))
+            .arg(program);
+        command
+    }
+
     /// A `key value` line of a flat-keyed file such as `cpu.stat`.
     pub fn stat(&self, file: &str, key: &str) -> Result<u64> {
         let text = fs::read_to_string(self.path.join(file))
@@ -108,4 +143,9 @@ fn remove_cgroup(path: &Path) -> Result<()> {
         "cgroup {} still busy after killing its processes",
         path.display()
     )
+}
+
+/// Prints the line `cargo xtask test` counts as a skip: the running kernel truly lacks `what`.
+pub fn skip(test: &str, what: &str) {
+    println!("kernlet-test: skipped: {test}: {what}");
 }

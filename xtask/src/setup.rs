@@ -39,10 +39,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "clang-22",
         "compiling C eBPF programs where CO-RE struct walks need it",
     ),
+    (
+        "libbpf-dev",
+        "bpf_helpers.h and bpf_core_read.h for the C eBPF programs",
+    ),
     ("protobuf-compiler", "protoc for the CRI bindings in proto/"),
     (
         "bpftool",
-        "inspecting loaded eBPF programs and their run-time stats",
+        "vmlinux.h for the C eBPF programs; inspecting loaded programs",
     ),
     ("prometheus", "promtool checks every metrics endpoint"),
     ("kmod", "loading kernel modules in the node VM"),

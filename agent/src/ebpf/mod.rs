@@ -1,30 +1,48 @@
-//! Loads kernlet's eBPF programs (built from `ebpf/programs` and embedded at build time) and reads
-//! their maps.
+//! Loads kernlet's eBPF programs (embedded at build time) and reads their maps into
+//! [`EbpfCounters`] per cgroup id.
 //!
-//! Programs are keyed by cgroup id, the inode number of a cgroup v2 directory, which is what
-//! `bpf_get_current_cgroup_id` returns (kernel >= 4.18). A program the running kernel cannot load
-//! or attach is recorded with its reason and skipped; the agent keeps running without it.
+//! Programs and hooks (kernel reference: `Documentation/bpf/`, the tracepoints in
+//! `include/trace/events/{sched,block,exceptions}.h`, `mm/oom_kill.c`):
+//! - Rust (`ebpf/programs`, no struct walks): `sched_switch` raw tracepoint (on-CPU time),
+//!   `skb_ingress`/`skb_egress` `cgroup_skb` attached once at the pods' cgroup root in multi-attach
+//!   mode (bytes and packets by the socket's cgroup, so every network namespace is seen without
+//!   entering it), `page_fault_user` raw tracepoint;
+//! - C with CO-RE (`ebpf/c`, loaded by aya, which relocates them against the kernel's BTF):
+//!   run-queue latency (`tp_btf` `sched_wakeup`, `sched_wakeup_new`, `sched_switch`), block I/O by
+//!   the bio's cgroup (`tp_btf` `block_rq_issue`/`block_rq_complete`), OOM kills by memory cgroup
+//!   (`fentry` `oom_kill_process`). aya-ebpf cannot emit CO-RE relocations, and these programs read
+//!   `task_struct`, `request` and `oom_control` fields whose offsets differ between kernels.
+//!
+//! Keys are cgroup ids, the inode number of a cgroup v2 directory (`kn->id`). A program the
+//! running kernel cannot load or attach is recorded in [`ProgramState`] with its reason (the
+//! verifier log when there is one) and skipped; the agent keeps running without it. Each C object
+//! is loaded on its own, so one the kernel refuses cannot take the others down.
 //!
 //! RLIMIT_MEMLOCK is never raised: since Linux 5.11 BPF memory is charged to the memory cgroup, and
 //! on nodes where `setrlimit` is refused (no CAP_SYS_RESOURCE) raising it would fail anyway.
+//!
+//! Layout: this file holds the API; `load` loads and attaches programs; `maps` reads, merges and
+//! prunes the maps.
 
-use std::collections::HashMap;
+mod load;
+mod maps;
 
-use aya::{
-    Ebpf,
-    maps::{MapError, PerCpuHashMap},
-    programs::{ProgramError, RawTracePoint},
+use std::{
+    collections::HashMap,
+    os::fd::OwnedFd,
+    path::PathBuf,
+    time::{Duration, Instant},
 };
-use kernlet_ebpf_common::{CPU_MAP, CpuCounters};
 
-/// The compiled programs, aligned as aya's ELF parser requires.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernlet.bpf.o"));
+use aya::{Ebpf, maps::MapError, programs::ProgramError};
+
+use crate::stats::model::EbpfCounters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
-    #[error("parsing the embedded eBPF object: {0}")]
-    Object(#[source] aya::EbpfError),
-    #[error("ebpf map {name} is missing from the embedded object")]
+    #[error("no ebpf program could be loaded: {reasons}")]
+    NothingLoaded { reasons: String },
+    #[error("ebpf map {name} is missing from its loaded object")]
     MissingMap { name: &'static str },
     #[error("reading ebpf map {name}: {source}")]
     Map {
@@ -32,8 +50,30 @@ pub enum EbpfError {
         #[source]
         source: MapError,
     },
-    #[error("program {name} is not loaded: {reason}")]
-    NotLoaded { name: &'static str, reason: String },
+    #[error("removing cgroup {cgroup} from ebpf map {name}: {source}")]
+    Remove {
+        name: &'static str,
+        cgroup: u64,
+        #[source]
+        source: MapError,
+    },
+    #[error("reading run-time stats of ebpf program {name}: {source}")]
+    ProgramInfo {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// What [`Probes::load_with`] attaches where.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// The cgroup v2 directory to attach the `cgroup_skb` programs to, once, in multi-attach mode
+    /// (the pods' root, e.g. `/sys/fs/cgroup/kubepods`). `None` leaves network counting off.
+    pub skb_cgroup: Option<PathBuf>,
+    /// Have the kernel time every program run (`BPF_ENABLE_STATS`) for [`Probes::program_stats`].
+    /// Costs two clock reads per event while the probes live.
+    pub run_time_stats: bool,
 }
 
 /// Whether one program runs on this kernel, and why not if it does not.
@@ -51,25 +91,93 @@ impl ProgramState {
     }
 }
 
+/// The kernel's run-time accounting of one program (`bpf_prog_info` `run_time_ns`/`run_cnt`),
+/// counted while run-time stats are enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramCost {
+    pub name: &'static str,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+impl ProgramCost {
+    /// Mean nanoseconds per run; `None` before the first run.
+    #[must_use]
+    pub fn ns_per_run(&self) -> Option<f64> {
+        (self.run_count > 0).then(|| self.run_time_ns as f64 / self.run_count as f64)
+    }
+}
+
+/// The embedded objects, aligned as aya's ELF parser requires.
+pub(crate) mod objects {
+    pub static RUST: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kernlet.bpf.o"));
+    pub static RUNQLAT: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/runqlat.bpf.o"));
+    pub static BLOCK: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/block.bpf.o"));
+    pub static OOM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oom.bpf.o"));
+}
+
 /// kernlet's loaded eBPF programs. Dropping it detaches and unloads them.
 pub struct Probes {
-    ebpf: Ebpf,
+    /// `None` where the whole object failed to load (its programs say why).
+    rust: Option<Ebpf>,
+    runqlat: Option<Ebpf>,
+    block: Option<Ebpf>,
+    oom: Option<Ebpf>,
     programs: Vec<ProgramState>,
+    /// Keeps `BPF_ENABLE_STATS` on while held.
+    _stats: Option<OwnedFd>,
+    load_time: Duration,
 }
 
 impl Probes {
-    /// Parses the embedded object and loads and attaches every program this kernel supports.
+    /// Loads every program this kernel supports, without network counting and run-time stats.
     pub fn load() -> Result<Self, EbpfError> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(EbpfError::Object)?;
-        let sched_switch = attach_raw_tracepoint(&mut ebpf, "sched_switch", "sched_switch");
-        if let Err(reason) = &sched_switch {
-            tracing::warn!(program = "sched_switch", %reason, "ebpf program skipped");
+        Self::load_with(&ProbeOptions::default())
+    }
+
+    /// Parses the embedded objects and loads and attaches every program this kernel supports.
+    /// Fails only when not a single program loads.
+    pub fn load_with(options: &ProbeOptions) -> Result<Self, EbpfError> {
+        let started = Instant::now();
+        let stats = if options.run_time_stats {
+            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                Ok(fd) => Some(fd),
+                Err(error) => {
+                    tracing::warn!(%error, "ebpf run-time stats unavailable");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let loaded = load::load_all(options);
+        let probes = Self {
+            rust: loaded.rust,
+            runqlat: loaded.runqlat,
+            block: loaded.block,
+            oom: loaded.oom,
+            programs: loaded.programs,
+            _stats: stats,
+            load_time: started.elapsed(),
+        };
+        for program in &probes.programs {
+            if let Err(reason) = &program.status {
+                tracing::warn!(program = program.name, %reason, "ebpf program skipped");
+            }
         }
-        let programs = vec![ProgramState {
-            name: "sched_switch",
-            status: sched_switch,
-        }];
-        Ok(Self { ebpf, programs })
+        if probes.programs.iter().any(ProgramState::loaded) {
+            Ok(probes)
+        } else {
+            let reasons = probes
+                .programs
+                .iter()
+                .filter_map(|p| p.status.as_ref().err().map(|e| format!("{}: {e}", p.name)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(EbpfError::NothingLoaded { reasons })
+        }
     }
 
     /// Load state of every program, in a stable order.
@@ -78,46 +186,77 @@ impl Probes {
         &self.programs
     }
 
-    /// CPU counters per cgroup id, summed over CPUs.
-    pub fn cpu_counters(&self) -> Result<HashMap<u64, CpuCounters>, EbpfError> {
-        self.require("sched_switch")?;
-        let map = self
-            .ebpf
-            .map(CPU_MAP)
-            .ok_or(EbpfError::MissingMap { name: CPU_MAP })?;
-        let map_error = |source| EbpfError::Map {
-            name: CPU_MAP,
-            source,
-        };
-        let counters: PerCpuHashMap<_, u64, CpuCounters> =
-            PerCpuHashMap::try_from(map).map_err(map_error)?;
-        let mut totals = HashMap::new();
-        for entry in &counters {
-            let (cgroup, per_cpu) = entry.map_err(map_error)?;
-            let sum = per_cpu
-                .iter()
-                .fold(CpuCounters::default(), |acc, c| acc.merged(*c));
-            totals.insert(cgroup, sum);
-        }
-        Ok(totals)
+    /// How long loading, verifying and attaching every program took.
+    #[must_use]
+    pub fn load_time(&self) -> Duration {
+        self.load_time
     }
 
-    fn require(&self, name: &'static str) -> Result<(), EbpfError> {
-        match self
-            .programs
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| &p.status)
-        {
-            Some(Ok(())) => Ok(()),
-            Some(Err(reason)) => Err(EbpfError::NotLoaded {
-                name,
-                reason: reason.clone(),
-            }),
-            None => Err(EbpfError::NotLoaded {
-                name,
-                reason: "unknown program".into(),
-            }),
+    /// Everything the programs counted, per cgroup id, with per-CPU values summed. A part of
+    /// [`EbpfCounters`] is `None` when its programs are not loaded, and zero when they are but saw
+    /// nothing for that cgroup.
+    pub fn counters(&self) -> Result<HashMap<u64, EbpfCounters>, EbpfError> {
+        maps::counters(self)
+    }
+
+    /// Removes the given cgroup ids (cgroups that no longer exist) from every map.
+    pub fn forget(&mut self, cgroups: &[u64]) -> Result<(), EbpfError> {
+        maps::forget(self, cgroups)
+    }
+
+    /// Keeps only the cgroup ids `keep` accepts in every map; returns how many entries went.
+    pub fn retain(&mut self, keep: impl FnMut(u64) -> bool) -> Result<usize, EbpfError> {
+        maps::retain(self, keep)
+    }
+
+    /// The kernel's run time and run count of every loaded program. Counts only while some
+    /// process holds run-time stats on ([`ProbeOptions::run_time_stats`] or the
+    /// `kernel.bpf_stats_enabled` sysctl).
+    pub fn program_stats(&self) -> Result<Vec<ProgramCost>, EbpfError> {
+        let mut costs = Vec::new();
+        for state in self.programs.iter().filter(|p| p.loaded()) {
+            let Some(program) = self
+                .object_of(state.name)
+                .and_then(|o| o.program(state.name))
+            else {
+                continue;
+            };
+            let info = program.info().map_err(|source| EbpfError::ProgramInfo {
+                name: state.name,
+                source,
+            })?;
+            costs.push(ProgramCost {
+                name: state.name,
+                run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                run_count: info.run_count(),
+            });
+        }
+        Ok(costs)
+    }
+
+    fn loaded(&self, name: &str) -> bool {
+        self.programs.iter().any(|p| p.name == name && p.loaded())
+    }
+
+    fn object_of(&self, program: &str) -> Option<&Ebpf> {
+        self.object(load::object_of(program)?)
+    }
+
+    fn object(&self, which: load::Object) -> Option<&Ebpf> {
+        match which {
+            load::Object::Rust => self.rust.as_ref(),
+            load::Object::Runqlat => self.runqlat.as_ref(),
+            load::Object::Block => self.block.as_ref(),
+            load::Object::Oom => self.oom.as_ref(),
+        }
+    }
+
+    fn object_mut(&mut self, which: load::Object) -> Option<&mut Ebpf> {
+        match which {
+            load::Object::Rust => self.rust.as_mut(),
+            load::Object::Runqlat => self.runqlat.as_mut(),
+            load::Object::Block => self.block.as_mut(),
+            load::Object::Oom => self.oom.as_mut(),
         }
     }
 }
@@ -126,31 +265,7 @@ impl std::fmt::Debug for Probes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Probes")
             .field("programs", &self.programs)
+            .field("load_time", &self.load_time)
             .finish_non_exhaustive()
-    }
-}
-
-/// Loads program `name` and attaches it to raw tracepoint `tracepoint`. Raw tracepoints need
-/// neither tracefs nor kprobes (absent on some hosts) and skip the tracepoint's argument copy.
-fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<(), String> {
-    let program = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("{name} is not in the object"))?;
-    let program: &mut RawTracePoint = program.try_into().map_err(|e| describe(&e))?;
-    program.load().map_err(|e| describe(&e))?;
-    program.attach(tracepoint).map_err(|e| describe(&e))?;
-    Ok(())
-}
-
-/// Error text with the verifier log when the kernel refused a program.
-fn describe(error: &ProgramError) -> String {
-    match error {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            format!("the kernel refused the program: {io_error}\n{verifier_log}")
-        }
-        other => other.to_string(),
     }
 }
