@@ -2,4 +2,5 @@
 //! the upstream schemas they are served in. See `shared/DESIGN.md` decisions 6 and 8.
 pub mod metrics;
 pub mod model;
+pub mod store;
 pub mod summary;
