@@ -4,7 +4,7 @@
 //! runtime, and a restarted kernlet adopts them from the runtime's labels.
 use std::{
     net::{IpAddr, SocketAddr},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
@@ -12,10 +12,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cgroup::{self, CgroupError, CgroupManager, Cgroupfs, NodeResources, NodeSettings},
+    cgroup::{self, CgroupError, CgroupManager, Cgroupfs, NodeResources, NodeSettings, Setup},
     config::KubeletConfig,
     cri::{CriConfig, CriError, Runtime},
-    ebpf::Probes,
+    ebpf::{ProbeOptions, Probes},
     node,
     pod::source::{Snapshot, StaticPodSource},
     reconcile::{
@@ -25,7 +25,12 @@ use crate::{
         spec::{Allocatable, DnsSettings, NodeContext, ResolvConf},
         worker::StatusSink,
     },
-    server::{self, PodsProvider},
+    server::{self, Providers},
+    stats::{
+        collect::{Collector, CollectorConfig},
+        metrics::Metrics,
+        store::StatsStore,
+    },
     status::store::StatusStore,
 };
 
@@ -55,22 +60,9 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
         tracing::info!("cgroupsPerQOS is false: the runtime places pods, kernlet enforces nothing");
         None
     };
-    let probes = match Probes::load() {
-        Ok(probes) => {
-            for program in probes.programs() {
-                tracing::info!(
-                    program = program.name,
-                    loaded = program.loaded(),
-                    "ebpf program"
-                );
-            }
-            Some(probes)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "ebpf probes unavailable; stats fall back to cgroupfs");
-            None
-        }
-    };
+    let metrics = Arc::new(Metrics::new());
+    let mount = v2_mount();
+    let probes = load_probes(&mount, cgroups.as_deref(), &metrics);
 
     let cri = CriConfig {
         endpoint: config.container_runtime_endpoint.clone(),
@@ -93,20 +85,43 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
         runtime.clone(),
         node,
         resolv_conf(&config),
-        cgroups,
+        cgroups.clone(),
     ));
     let store = Arc::new(StatusStore::new(version.runtime_name.clone(), host_ips));
     let wakers = Wakers::default();
 
+    let stats = Arc::new(StatsStore::default());
+    let collector = Collector::new(
+        CollectorConfig {
+            interval: config.housekeeping_interval,
+            mount,
+            proc_root: proc_root.to_owned(),
+            node_name: config.node_name.clone(),
+            root_dir: config.root_dir.clone(),
+            pod_logs_dir: config.pod_logs_dir.clone(),
+        },
+        store.clone(),
+        runtime.clone(),
+        cgroups,
+        probes,
+        metrics.clone(),
+        stats.clone(),
+    );
+
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(collector.run(cancel.clone()));
     if config.enable_server {
         let addr = SocketAddr::new(config.address, config.port);
         let listener = server::bind(addr).await?;
-        tracing::info!(%addr, "serving /pods and /healthz");
-        let pods: Arc<dyn PodsProvider> = store.clone();
+        tracing::info!(%addr, "serving the kubelet API: /pods, /healthz, /stats/summary, /metrics/*");
+        let providers = Providers {
+            pods: store.clone(),
+            stats,
+            metrics: metrics.clone(),
+        };
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            if let Err(error) = server::serve(listener, pods, cancel).await {
+            if let Err(error) = server::serve(listener, providers, cancel).await {
                 tracing::error!(%error, "http server stopped");
             }
         });
@@ -118,19 +133,58 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     let (tx, rx) = watch::channel(Snapshot::default());
     if let Some(path) = config.static_pod_path.clone() {
         let source = StaticPodSource::new(path, config.node_name.clone());
+        metrics.track_manifest_errors(source.manifest_errors_counter());
         tasks.spawn(source.run(tx, cancel.clone()));
     } else {
         tracing::info!("no staticPodPath and no API server: nothing to run");
         drop(tx);
     }
-    let status: Arc<dyn StatusSink> = store;
-    tasks.spawn(manager::run(rx, executor, status, wakers, cancel.clone()));
+    let sink: Arc<dyn StatusSink> = store;
+    tasks.spawn(manager::run(rx, executor, sink, wakers, cancel.clone()));
 
     cancel.cancelled().await;
     while tasks.join_next().await.is_some() {}
-    drop(probes);
     tracing::info!("kernlet stopped; pods keep running in the runtime");
     Ok(())
+}
+
+/// The cgroup v2 hierarchy: `/sys/fs/cgroup`, or its `unified` part on a hybrid host.
+fn v2_mount() -> PathBuf {
+    match Setup::detect(Path::new(CGROUP_MOUNT)) {
+        Setup::Hybrid { unified } => unified,
+        Setup::Unified | Setup::Legacy => PathBuf::from(CGROUP_MOUNT),
+    }
+}
+
+/// Loads the eBPF probes, with socket accounting attached once where the pods' cgroups are
+/// (`kubepods`, else the v2 root); a kernel that refuses them all leaves stats to cgroupfs.
+fn load_probes(mount: &Path, cgroups: Option<&CgroupManager>, metrics: &Metrics) -> Option<Probes> {
+    let skb_cgroup = match cgroups {
+        Some(cgroups) => cgroups.fs().dir(cgroups.kubepods()),
+        None => mount.to_owned(),
+    };
+    let options = ProbeOptions {
+        skb_cgroup: Some(skb_cgroup),
+        run_time_stats: true,
+    };
+    match Probes::load_with(&options) {
+        Ok(probes) => {
+            for program in probes.programs() {
+                metrics.set_program_loaded(program.name, program.loaded());
+                match &program.status {
+                    Ok(()) => tracing::info!(program = program.name, "ebpf program loaded"),
+                    Err(reason) => {
+                        tracing::warn!(program = program.name, %reason, "ebpf program skipped");
+                    }
+                }
+            }
+            Some(probes)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "ebpf probes unavailable; stats come from cgroupfs alone");
+            None
+        }
+    }
 }
 
 /// CPU, memory and `pid_max` of this node.

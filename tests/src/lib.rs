@@ -17,6 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 pub mod node;
+pub mod scrape;
 
 /// The cgroup v2 mount point: `/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a
 /// hybrid one.

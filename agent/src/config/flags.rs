@@ -82,6 +82,19 @@ pub struct Flags {
     /// none; an empty value enforces nothing [config: enforceNodeAllocatable].
     #[arg(long, value_name = "LIST")]
     pub enforce_node_allocatable: Option<String>,
+
+    /// How often container stats are collected, e.g. `1s` (cAdvisor's flag; kernlet's default
+    /// is 1s where the kubelet's embedded cAdvisor uses 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_housekeeping)]
+    pub housekeeping_interval: Option<std::time::Duration>,
+}
+
+fn parse_housekeeping(text: &str) -> Result<std::time::Duration, String> {
+    let interval = super::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval < std::time::Duration::from_millis(100) {
+        return Err("must be at least 100ms".to_owned());
+    }
+    Ok(interval)
 }
 
 impl Default for Flags {
@@ -102,6 +115,7 @@ impl Default for Flags {
             port: None,
             address: None,
             enforce_node_allocatable: None,
+            housekeeping_interval: None,
         }
     }
 }
@@ -152,6 +166,9 @@ pub(super) fn apply(flags: &Flags, config: &mut KubeletConfig) -> Result<(), Con
     }
     if let Some(port) = flags.port {
         config.port = port;
+    }
+    if let Some(interval) = flags.housekeeping_interval {
+        config.housekeeping_interval = interval;
     }
     if let Some(address) = flags.address {
         config.address = address;

@@ -173,6 +173,8 @@ pub struct KubeletConfig {
     pub container_runtime_endpoint: String,
     /// `imageServiceEndpoint`; `None` means the runtime endpoint serves images too.
     pub image_service_endpoint: Option<String>,
+    /// `--housekeeping-interval`: how often stats are collected (not a config file field).
+    pub housekeeping_interval: Duration,
 }
 
 impl Default for KubeletConfig {
@@ -235,6 +237,7 @@ impl Default for KubeletConfig {
             memory_throttling_factor: 0.9,
             container_runtime_endpoint: DEFAULT_CONTAINER_RUNTIME_ENDPOINT.to_owned(),
             image_service_endpoint: None,
+            housekeeping_interval: Duration::from_secs(1),
         }
     }
 }

@@ -1,5 +1,8 @@
 //! Per-container and per-node statistics: cgroupfs readers, eBPF counters, the stats store, and
 //! the upstream schemas they are served in. See `shared/DESIGN.md` decisions 6 and 8.
+pub mod cgroupfs;
+pub mod collect;
+pub mod host;
 pub mod metrics;
 pub mod model;
 pub mod store;

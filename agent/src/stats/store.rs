@@ -108,8 +108,8 @@ fn container_stats(entry: &ContainerEntry) -> ContainerStats {
         &entry.cgroup.sample,
         entry.cgroup.previous.as_ref(),
     );
-    stats.rootfs.clone_from(&entry.rootfs);
-    stats.logs.clone_from(&entry.logs);
+    stats.rootfs = entry.rootfs;
+    stats.logs = entry.logs;
     stats
 }
 
@@ -150,7 +150,10 @@ fn pod_stats(pod: &PodEntry) -> PodStats {
     let containers: Vec<ContainerStats> = pod.containers.iter().map(container_stats).collect();
     let (sample, previous) = match &pod.cgroup {
         Some(cgroup) => (Some(cgroup.sample.clone()), cgroup.previous.clone()),
-        None => (summed(&pod.containers, false), summed(&pod.containers, true)),
+        None => (
+            summed(&pod.containers, false),
+            summed(&pod.containers, true),
+        ),
     };
     let time = sample.as_ref().and_then(|s| s.time);
     let mut ephemeral = FsStats {
@@ -161,7 +164,7 @@ fn pod_stats(pod: &PodEntry) -> PodStats {
     let parts: Vec<FsStats> = pod
         .containers
         .iter()
-        .flat_map(|c| [c.rootfs.clone(), c.logs.clone()])
+        .flat_map(|c| [c.rootfs, c.logs])
         .flatten()
         .chain(pod.volumes.iter().map(VolumeStats::fs))
         .collect();
@@ -213,10 +216,10 @@ pub fn summary(snapshot: &Snapshot) -> Summary {
             memory: node.memory.clone(),
             network: (!node.network.is_empty())
                 .then(|| NetworkStats::from_interfaces(node.time, &node.network)),
-            fs: node.fs.clone(),
+            fs: node.fs,
             runtime: node.image_fs.as_ref().map(|image_fs| RuntimeStats {
-                image_fs: Some(image_fs.clone()),
-                container_fs: Some(image_fs.clone()),
+                image_fs: Some(*image_fs),
+                container_fs: Some(*image_fs),
             }),
             rlimit: Some(crate::stats::summary::RlimitStats {
                 time: Time(node.time),

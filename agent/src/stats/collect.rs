@@ -1,0 +1,486 @@
+//! The collection round: every `--housekeeping-interval` (1 s by default) it reads the cgroup
+//! of every running container and pod and the root cgroup through kept-open descriptors
+//! ([`CgroupFiles`]), joins the eBPF counters by cgroup id, reads the node totals from `/proc`,
+//! and publishes one [`Snapshot`] to the [`StatsStore`]. Filesystem usage (CRI
+//! `ListContainerStats` and `ImageFsInfo`, log and `emptyDir` directories) changes slowly and
+//! costs a directory walk, so it is refreshed every [`FS_PERIOD`].
+//!
+//! The mapping cgroup -> (pod, container) comes from the pods' statuses (container ids) and the
+//! cgroup manager's pod cgroups; without `cgroupsPerQOS` the container's cgroup is found once by
+//! its id in the hierarchy and remembered.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kernlet_cri::v1;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    cgroupfs::{CgroupFile, CgroupFiles, CgroupRead, NodeSample, read_node, reader::FileTexts},
+    host,
+    metrics::{Metrics, cadvisor::ContainerSpec},
+    model::{CgroupSample, EbpfCounters},
+    store::{CgroupEntry, ContainerEntry, NodeEntry, PodEntry, Snapshot, StatsStore},
+    summary::{
+        CpuStats, FsStats, MemoryStats, PodReference, Time, VolumeStats, convert::InterfaceCounters,
+    },
+};
+use crate::{cgroup::CgroupManager, cri::Runtime, ebpf::Probes, server::PodsProvider};
+
+/// How often filesystem usage is measured (upstream's `volumeStatsAggPeriod` is 1 m; cAdvisor
+/// refreshes container fs usage about every minute).
+pub const FS_PERIOD: Duration = Duration::from_secs(10);
+/// How often dead cgroup ids are pruned from the eBPF maps.
+const PRUNE_EVERY: u64 = 30;
+
+/// Where and how often to collect.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub interval: Duration,
+    /// The cgroup v2 mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host).
+    pub mount: PathBuf,
+    pub proc_root: PathBuf,
+    pub node_name: String,
+    /// The kubelet root dir (pod volumes live below it).
+    pub root_dir: PathBuf,
+    pub pod_logs_dir: PathBuf,
+}
+
+/// Filesystem usage, refreshed every [`FS_PERIOD`].
+#[derive(Debug, Default)]
+struct FsCache {
+    at: Option<Instant>,
+    rootfs: HashMap<String, FsStats>,
+    logs: HashMap<String, FsStats>,
+    volumes: HashMap<String, Vec<VolumeStats>>,
+    node: Option<FsStats>,
+    image: Option<FsStats>,
+    devices: BTreeMap<(u32, u32), String>,
+}
+
+/// Sources of one round.
+pub struct Collector {
+    config: CollectorConfig,
+    pods: Arc<dyn PodsProvider>,
+    runtime: Runtime,
+    cgroups: Option<Arc<CgroupManager>>,
+    probes: Option<Probes>,
+    metrics: Arc<Metrics>,
+    store: Arc<StatsStore>,
+    files: HashMap<String, (u64, CgroupFiles)>,
+    previous: HashMap<String, CgroupSample>,
+    index: HashMap<String, String>,
+    texts: FileTexts,
+    previous_node: Option<NodeSample>,
+    fs: FsCache,
+    rounds: u64,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_system_time(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> SystemTime {
+    let ts = time.0;
+    SystemTime::UNIX_EPOCH
+        + Duration::new(
+            ts.as_second().max(0) as u64,
+            ts.subsec_nanosecond().max(0) as u32,
+        )
+}
+
+/// The runtime's id of a container status (`containerd://<id>` -> `<id>`).
+pub(super) fn runtime_id(status: &ContainerStatus) -> Option<&str> {
+    let id = status.container_id.as_deref()?;
+    Some(id.split_once("://").map_or(id, |(_, id)| id))
+}
+
+impl Collector {
+    #[must_use]
+    pub fn new(
+        config: CollectorConfig,
+        pods: Arc<dyn PodsProvider>,
+        runtime: Runtime,
+        cgroups: Option<Arc<CgroupManager>>,
+        probes: Option<Probes>,
+        metrics: Arc<Metrics>,
+        store: Arc<StatsStore>,
+    ) -> Self {
+        Self {
+            config,
+            pods,
+            runtime,
+            cgroups,
+            probes,
+            metrics,
+            store,
+            files: HashMap::new(),
+            previous: HashMap::new(),
+            index: HashMap::new(),
+            texts: FileTexts::default(),
+            previous_node: None,
+            fs: FsCache::default(),
+            rounds: 0,
+        }
+    }
+
+    /// Collects every interval until `cancel`; the probes are dropped (detached) on return.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let started = Instant::now();
+            self.round().await;
+            self.metrics.observe_collection(started.elapsed());
+        }
+    }
+
+    /// One round; what cannot be read is left out of the snapshot and logged at debug level.
+    pub async fn round(&mut self) {
+        let pods = self.pods.pods();
+        if self.fs.at.is_none_or(|at| at.elapsed() >= FS_PERIOD) {
+            self.refresh_fs(&pods).await;
+        }
+        let ebpf = self
+            .probes
+            .as_ref()
+            .and_then(|p| p.counters().ok())
+            .unwrap_or_default();
+        let snapshot = tokio::task::block_in_place(|| self.read(&pods, &ebpf));
+        self.rounds += 1;
+        if self.rounds.is_multiple_of(PRUNE_EVERY) {
+            self.prune();
+        }
+        self.store.publish(snapshot);
+    }
+
+    /// Drops eBPF entries of cgroups no longer collected, and exports the probes' costs.
+    fn prune(&mut self) {
+        let Some(probes) = self.probes.as_mut() else {
+            return;
+        };
+        let live: HashSet<u64> = self.files.values().map(|(id, _)| *id).collect();
+        if let Err(error) = probes.retain(|id| live.contains(&id)) {
+            tracing::debug!(%error, "pruning ebpf maps failed");
+        }
+        if let Ok(costs) = probes.program_stats() {
+            for cost in costs {
+                self.metrics
+                    .set_program_cost(cost.name, cost.run_time_ns, cost.run_count);
+            }
+        }
+    }
+
+    fn read(&mut self, pods: &[Pod], ebpf: &HashMap<u64, EbpfCounters>) -> Snapshot {
+        let mut seen = HashSet::new();
+        let mut entries = Vec::new();
+        for pod in pods {
+            if let Some(entry) = self.read_pod(pod, ebpf, &mut seen) {
+                entries.push(entry);
+            }
+        }
+        let root = self.read_cgroup("/", ebpf, &mut seen);
+        // Close the descriptors of cgroups that are gone or no longer wanted.
+        self.files.retain(|path, _| seen.contains(path));
+        self.previous.retain(|path, _| seen.contains(path));
+        Snapshot {
+            node: self.node(root),
+            pods: entries,
+            devices: self.fs.devices.clone(),
+        }
+    }
+
+    fn read_cgroup(
+        &mut self,
+        path: &str,
+        ebpf: &HashMap<u64, EbpfCounters>,
+        seen: &mut HashSet<String>,
+    ) -> Option<CgroupEntry> {
+        let dir = self.config.mount.join(path.trim_start_matches('/'));
+        if !self.files.contains_key(path) {
+            let files = CgroupFiles::open(&dir, &CgroupFile::ALL).ok()??;
+            let id = std::fs::metadata(&dir).ok()?.ino();
+            self.files.insert(path.to_owned(), (id, files));
+        }
+        let (id, files) = self.files.get(path)?;
+        let id = *id;
+        let sample = match files.read(&mut self.texts) {
+            Ok(CgroupRead::Sample(sample)) => sample,
+            Ok(CgroupRead::Gone) => return None,
+            Err(error) => {
+                tracing::debug!(%error, "reading a cgroup failed");
+                return None;
+            }
+        };
+        seen.insert(path.to_owned());
+        let previous = self.previous.insert(path.to_owned(), sample.clone());
+        Some(CgroupEntry {
+            path: path.to_owned(),
+            id,
+            sample,
+            previous,
+            ebpf: ebpf.get(&id).cloned(),
+        })
+    }
+
+    /// The cgroup of container `id` of `pod`.
+    fn container_cgroup(&mut self, pod: &Pod, id: &str) -> Option<String> {
+        if let Some(cgroups) = &self.cgroups {
+            return Some(format!("{}/{id}", cgroups.pod_cgroup(pod)));
+        }
+        if !self.index.contains_key(id) {
+            self.index = host::index_containers(&self.config.mount);
+        }
+        self.index.get(id).cloned()
+    }
+
+    fn read_pod(
+        &mut self,
+        pod: &Pod,
+        ebpf: &HashMap<u64, EbpfCounters>,
+        seen: &mut HashSet<String>,
+    ) -> Option<PodEntry> {
+        let status = pod.status.as_ref()?;
+        let uid = pod.metadata.uid.clone()?;
+        let mut containers = Vec::new();
+        for container in status.container_statuses.iter().flatten() {
+            let Some(running) = container.state.as_ref().and_then(|s| s.running.as_ref()) else {
+                continue;
+            };
+            let Some(id) = runtime_id(container).map(str::to_owned) else {
+                continue;
+            };
+            let Some(path) = self.container_cgroup(pod, &id) else {
+                continue;
+            };
+            let Some(cgroup) = self.read_cgroup(&path, ebpf, seen) else {
+                continue;
+            };
+            containers.push(ContainerEntry {
+                name: container.name.clone(),
+                image: container.image.clone(),
+                start_time: running.started_at.as_ref().map(to_system_time),
+                cgroup,
+                spec: container_spec(pod, &container.name),
+                rootfs: self.fs.rootfs.get(&id).copied(),
+                logs: self.fs.logs.get(&id).copied(),
+                id,
+            });
+        }
+        if containers.is_empty() {
+            return None;
+        }
+        let cgroup = self
+            .cgroups
+            .as_ref()
+            .map(|c| c.pod_cgroup(pod))
+            .and_then(|path| self.read_cgroup(&path, ebpf, seen));
+        // Socket counters live on the cgroups that own the sockets: the containers'.
+        let network = containers
+            .iter()
+            .filter_map(|c| c.cgroup.ebpf.as_ref()?.net)
+            .reduce(|a, b| super::model::NetCounters {
+                rx_bytes: a.rx_bytes + b.rx_bytes,
+                rx_packets: a.rx_packets + b.rx_packets,
+                tx_bytes: a.tx_bytes + b.tx_bytes,
+                tx_packets: a.tx_packets + b.tx_packets,
+            })
+            .map(|n| InterfaceCounters {
+                name: "eth0".to_owned(),
+                rx_bytes: n.rx_bytes,
+                rx_packets: n.rx_packets,
+                tx_bytes: n.tx_bytes,
+                tx_packets: n.tx_packets,
+                ..InterfaceCounters::default()
+            });
+        Some(PodEntry {
+            pod_ref: PodReference {
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                uid: uid.clone(),
+            },
+            start_time: status.start_time.as_ref().map(to_system_time),
+            cgroup,
+            containers,
+            network,
+            volumes: self.fs.volumes.get(&uid).cloned().unwrap_or_default(),
+        })
+    }
+
+    fn node(&mut self, root: Option<CgroupEntry>) -> NodeEntry {
+        let sample = read_node(&self.config.proc_root).ok();
+        let previous = self.previous_node.take();
+        let cpu = root
+            .as_ref()
+            .and_then(|r| CpuStats::from_sample(&r.sample, r.previous.as_ref()));
+        let memory = sample.as_ref().map(node_memory);
+        let uptime = std::fs::read_to_string(self.config.proc_root.join("uptime"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok());
+        let now = SystemTime::now();
+        let entry = NodeEntry {
+            name: self.config.node_name.clone(),
+            start_time: uptime.and_then(|u| now.checked_sub(Duration::from_secs_f64(u))),
+            time: Some(now),
+            cpu: cpu.or_else(|| Some(node_cpu(sample.as_ref()?, previous.as_ref()))),
+            memory,
+            network: host::host_interfaces(&self.config.proc_root),
+            fs: self.fs.node,
+            image_fs: self.fs.image,
+            root,
+            max_pid: std::fs::read_to_string(self.config.proc_root.join("sys/kernel/pid_max"))
+                .ok()
+                .and_then(|t| t.trim().parse().ok()),
+            processes: std::fs::read_dir(&self.config.proc_root).ok().map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .bytes()
+                            .all(|b| b.is_ascii_digit())
+                    })
+                    .count() as i64
+            }),
+        };
+        self.previous_node = sample;
+        entry
+    }
+
+    async fn refresh_fs(&mut self, pods: &[Pod]) {
+        self.fs.at = Some(Instant::now());
+        let mut client = self.runtime.runtime_client();
+        let request = v1::ListContainerStatsRequest { filter: None };
+        let started = Instant::now();
+        let stats = self
+            .runtime
+            .call("ListContainerStats", client.list_container_stats(request))
+            .await;
+        self.metrics
+            .observe_cri_call("ListContainerStats", started.elapsed());
+        let mut image_client = self.runtime.image_client();
+        let started = Instant::now();
+        let image_fs = self
+            .runtime
+            .call(
+                "ImageFsInfo",
+                image_client.image_fs_info(v1::ImageFsInfoRequest {}),
+            )
+            .await;
+        self.metrics
+            .observe_cri_call("ImageFsInfo", started.elapsed());
+        let config = self.config.clone();
+        let pods = pods.to_vec();
+        let measured = tokio::task::spawn_blocking(move || host::measure_fs(&config, &pods)).await;
+        let Ok((logs, volumes, node)) = measured else {
+            return;
+        };
+        self.fs.logs = logs;
+        self.fs.volumes = volumes;
+        self.fs.node = Some(node);
+        self.fs.devices = host::block_devices(&self.config.proc_root);
+        if let Ok(image_fs) = image_fs {
+            self.fs.image = image_fs.image_filesystems.first().map(|usage| {
+                let mut fs = usage
+                    .fs_id
+                    .as_ref()
+                    .map(|id| host::statvfs(Path::new(&id.mountpoint)))
+                    .unwrap_or_default();
+                fs.used_bytes = usage.used_bytes.map(|v| v.value);
+                fs.inodes_used = usage.inodes_used.map(|v| v.value);
+                fs
+            });
+        }
+        if let Ok(stats) = stats {
+            self.fs.rootfs = stats
+                .stats
+                .iter()
+                .filter_map(|s| {
+                    let id = s.attributes.as_ref()?.id.clone();
+                    let layer = s.writable_layer.as_ref()?;
+                    let mut fs = self.fs.image.unwrap_or_default();
+                    fs.used_bytes = layer.used_bytes.map(|v| v.value);
+                    fs.inodes_used = layer.inodes_used.map(|v| v.value);
+                    Some((id, fs))
+                })
+                .collect();
+        }
+    }
+}
+
+/// Node memory from `/proc/meminfo`, as cAdvisor's root container reports it: usage is what is
+/// not free, the working set leaves out inactive file pages, available is the rest.
+fn node_memory(sample: &NodeSample) -> MemoryStats {
+    let memory = sample.memory;
+    let usage = memory.total.saturating_sub(memory.free);
+    let working_set = usage.saturating_sub(memory.inactive_file);
+    MemoryStats {
+        time: Time(Some(sample.time)),
+        available_bytes: Some(memory.total.saturating_sub(working_set)),
+        usage_bytes: Some(usage),
+        working_set_bytes: Some(working_set),
+        ..MemoryStats::default()
+    }
+}
+
+/// Node CPU from `/proc/stat` when the root cgroup has no `cpu.stat` (`USER_HZ` ticks of 10 ms).
+fn node_cpu(sample: &NodeSample, previous: Option<&NodeSample>) -> CpuStats {
+    const TICK_NS: u64 = 10_000_000;
+    let total = sample.cpu.busy().saturating_mul(TICK_NS);
+    let rate = previous.and_then(|p| {
+        let elapsed = sample.time.duration_since(p.time).ok()?.as_nanos() as u64;
+        let used = total.checked_sub(p.cpu.busy().saturating_mul(TICK_NS))?;
+        (elapsed > 0).then(|| used * 1_000_000_000 / elapsed)
+    });
+    CpuStats {
+        time: Time(Some(sample.time)),
+        usage_core_nano_seconds: Some(total),
+        usage_nano_cores: rate,
+        ..CpuStats::default()
+    }
+}
+
+/// The limits the pod spec gives container `name`, as cAdvisor reports a container's spec.
+fn container_spec(pod: &Pod, name: &str) -> ContainerSpec {
+    use crate::reconcile::spec::resources::{
+        QUOTA_PERIOD_US, container_resources, milli_cpu_to_quota, milli_cpu_to_shares,
+    };
+    let Some(container) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == name))
+    else {
+        return ContainerSpec::default();
+    };
+    let Ok(resources) = container_resources(pod, container) else {
+        return ContainerSpec::default();
+    };
+    let shares = resources
+        .requests
+        .cpu_millis
+        .or(resources.limits.cpu_millis)
+        .unwrap_or(0);
+    let quota = resources
+        .limits
+        .cpu_millis
+        .map(|m| milli_cpu_to_quota(m, QUOTA_PERIOD_US) as u64);
+    ContainerSpec {
+        cpu_period_us: Some(QUOTA_PERIOD_US as u64),
+        cpu_quota_us: quota,
+        cpu_shares: Some(milli_cpu_to_shares(shares) as u64),
+        memory_limit: resources.limits.memory_bytes.map(|m| m as u64),
+        ..ContainerSpec::default()
+    }
+}
