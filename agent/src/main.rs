@@ -35,12 +35,28 @@ fn main() -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
     }
+    raise_open_file_limit();
     match run(loaded.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("kernlet: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The stats collector keeps one descriptor per cgroup file it samples (up to 14 per cgroup), so
+/// the soft `RLIMIT_NOFILE` goes up to the hard limit, which needs no privilege.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "cannot raise the open file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open file limit"),
     }
 }
 

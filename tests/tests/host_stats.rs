@@ -119,3 +119,92 @@ fn container_cpu_from_the_probe_matches_cpu_stat() -> Result<()> {
     );
     Ok(())
 }
+
+fn container_id(pod: &serde_json::Value) -> Result<String> {
+    Ok(pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .and_then(|id| id.strip_prefix("containerd://"))
+        .context("container id")?
+        .to_owned())
+}
+
+/// Bytes sent on `eth0` as the network namespace of container `id` counts them.
+fn eth0_tx(id: &str) -> Result<u64> {
+    let mount = std::path::Path::new("/sys/fs/cgroup/unified");
+    let mount = if mount.is_dir() {
+        mount
+    } else {
+        std::path::Path::new("/sys/fs/cgroup")
+    };
+    let cgroups = kernlet::stats::host::index_containers(mount);
+    let path = cgroups.get(id).context("the container's cgroup")?;
+    let procs = std::fs::read_to_string(
+        mount
+            .join(path.trim_start_matches('/'))
+            .join("cgroup.procs"),
+    )?;
+    let pid = procs
+        .lines()
+        .next()
+        .context("no process in the container")?;
+    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev"))?;
+    let line = dev
+        .lines()
+        .find(|l| l.trim_start().starts_with("eth0:"))
+        .context("no eth0")?;
+    let fields: Vec<u64> = line
+        .split_once(':')
+        .context("net/dev line")?
+        .1
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    fields.get(8).copied().context("tx bytes")
+}
+
+#[test]
+#[ignore = "host: needs root, containerd, runc and eBPF; run by cargo xtask test"]
+fn pod_network_bytes_match_the_pods_interface() -> Result<()> {
+    const MIB: u64 = 1 << 20;
+    let node = TestNode::start()?;
+    // The source serves a 10 MiB file over HTTP (busybox httpd); the sink fetches it.
+    let serve =
+        "mkdir /www && head -c 10485760 /dev/zero > /www/f && exec httpd -f -p 8080 -h /www";
+    node.write_manifest("source.yaml", &manifest("source", serve))?;
+    node.wait_until("source runs", WAIT, |n| {
+        Ok(n.pod("source-testnode")?
+            .is_some_and(|p| p["status"]["phase"] == "Running"))
+    })?;
+    let source = node.pod("source-testnode")?.context("source")?;
+    let ip = source["status"]["podIP"]
+        .as_str()
+        .context("source ip")?
+        .to_owned();
+    let fetch = format!("sleep 1; wget -q -O /dev/null http://{ip}:8080/f; sleep 3600");
+    node.write_manifest("sink.yaml", &manifest("sink", &fetch))?;
+    let id = container_id(&source)?;
+    node.wait_until("10 MiB left the source pod", WAIT, |_| {
+        Ok(eth0_tx(&id)? >= 10 * MIB)
+    })?;
+    std::thread::sleep(Duration::from_secs(3));
+    let interface = eth0_tx(&id)?;
+    let summary = summary(&node)?;
+    let pod = summary
+        .pods
+        .iter()
+        .find(|p| p.pod_ref.name == "source-testnode")
+        .context("source in the summary")?;
+    let probe = pod
+        .network
+        .as_ref()
+        .and_then(|n| n.tx_bytes)
+        .context("source has no network stats")?;
+    let ratio = probe as f64 / interface as f64;
+    println!("source pod: probe tx {probe} B, eth0 tx {interface} B, ratio {ratio:.4}");
+    // The probe counts IP packets; the interface adds a 14-byte Ethernet header to each.
+    assert!(
+        (0.98..=1.02).contains(&ratio),
+        "probe/interface = {ratio:.4}"
+    );
+    Ok(())
+}

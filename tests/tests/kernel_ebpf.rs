@@ -118,7 +118,13 @@ fn sched_switch_counts_on_cpu_time_per_cgroup() -> Result<()> {
         .command("sh")
         .args(["-c", "while :; do :; done"])
         .spawn()?;
-    thread::sleep(Duration::from_secs(5));
+    // Run until the loop has had 5 s of CPU (longer when other work competes for the CPUs).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cgroup.stat("cpu.stat", "usage_usec")? - usage_before < 5_000_000
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(250));
+    }
     busy.kill()?;
     busy.wait()?;
 

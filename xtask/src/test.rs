@@ -213,6 +213,8 @@ fn in_vm(filter: Option<&str>) -> Result<Outcome> {
     script.push_str("exit $status\n");
     let options = vm::VmOptions {
         memory_mib: 4096,
+        // Every vm_ and kernel_ test in one boot, under TCG emulation: about 15 minutes.
+        timeout: std::time::Duration::from_mins(40),
         env: vec![(
             "KERNLET_BIN".to_owned(),
             kernlet.to_string_lossy().into_owned(),
