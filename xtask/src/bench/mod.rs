@@ -3,6 +3,8 @@
 //! on and its results as a Markdown table, ready to paste into `docs/perf.md`.
 //!
 //! - [`startup`]: pod startup latency, kernlet against the same CRI calls issued directly.
+//! - [`readers`]: cost of a stats round reading N cgroups through cgroupfs, three ways.
+pub mod readers;
 pub mod startup;
 
 use std::{
@@ -28,11 +30,15 @@ pub enum Bench {
     /// Pod startup latency for 1, 10 and 50 pods: kernlet (static pods) against the same CRI
     /// calls issued directly; needs root.
     Startup(startup::StartupArgs),
+    /// CPU and wall time of reading 100, 500 and 1000 cgroups per stats round: open+read+close,
+    /// pread on kept descriptors, batched `io_uring`; needs root.
+    Readers(readers::ReadersArgs),
 }
 
 pub fn cli(args: &BenchArgs) -> Result<()> {
     match &args.bench {
         Bench::Startup(args) => startup::cli(args),
+        Bench::Readers(args) => readers::cli(args),
     }
 }
 
