@@ -29,11 +29,13 @@
 //! | 1000    | node VM 6.1 TCG, 14 (all) | 712 ms          | 148 ms      | 272 ms     |
 //!
 //! Keeping descriptors open saves the path walk, open and close per file: 2.5× less CPU on the
-//! host and 4–5× in the VM. `io_uring` costs 1.7–1.8× more than `pread` at every size: the reads
-//! complete inline during submission (no io-wq worker ran), so batching saves only one syscall
-//! entry per file, and the runtime's per-operation bookkeeping costs more than that; the kernel's
-//! side, generating the text (with an rstat flush for `cpu.stat`, `memory.stat` and `io.stat`),
-//! is the same for all three. So the agent uses [`CgroupFiles`], with [`read_cgroup`] for
+//! host and 4–5× in the VM. `io_uring` costs 1.7–1.8× more than `pread` at every size, and not
+//! because of `tokio-uring`: a throw-away program on the raw `io-uring` crate (outside the
+//! workspace, reads only, no parsing) took 7.2 ms per round for 1000 host cgroups against 4.4 ms
+//! for `pread`. The reads complete inline during submission (no io-wq worker ran), so batching
+//! saves only one syscall entry per file, less than the ring's own per-read work; generating the
+//! text (with an rstat flush for `cpu.stat`, `memory.stat` and `io.stat`) costs the same in all
+//! three. So the agent uses [`CgroupFiles`], with [`read_cgroup`] for
 //! one-off reads, and carries no `io_uring` runtime; the `io_uring` variant stays in the bench
 //! (`tests/examples/cgroupfs_read.rs`). Kept descriptors cost one fd per file: 1000 containers
 //! with every controller hold 14,000, so kernlet must raise `RLIMIT_NOFILE` (soft to hard).
