@@ -74,6 +74,10 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
         Err(CriError::Cancelled { .. }) => return Ok(()),
         Err(error) => return Err(error.into()),
     };
+    let observed = metrics.clone();
+    let runtime = runtime.with_observer(Arc::new(move |method, took| {
+        observed.observe_cri_call(method, took);
+    }));
     let version = runtime.version();
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version,
         api = %version.runtime_api_version, "container runtime connected");

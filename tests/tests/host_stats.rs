@@ -89,6 +89,13 @@ fn stats_endpoints_follow_upstream_schemas() -> Result<()> {
         Some(1.0),
         "{own}"
     );
+    let sandboxes = sample(
+        &own,
+        "kernlet_cri_request_duration_seconds_count",
+        &[("method", "RunPodSandbox")],
+    );
+    assert!(sandboxes >= Some(1.0), "no RunPodSandbox latency: {own}");
+    assert!(sample(&own, "kernlet_stats_collection_duration_seconds_count", &[]) > Some(1.0));
     Ok(())
 }
 

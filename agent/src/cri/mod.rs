@@ -76,7 +76,12 @@ pub struct Runtime {
     images: ImageServiceClient<Channel>,
     timeout: Duration,
     version: v1::VersionResponse,
+    observer: Option<CallObserver>,
 }
+
+/// Told the method and the duration of every call made through [`Runtime::call`] (kernlet's
+/// `/metrics` CRI latency histogram).
+pub type CallObserver = std::sync::Arc<dyn Fn(&'static str, Duration) + Send + Sync>;
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +116,7 @@ impl Runtime {
                 .max_decoding_message_size(kernlet_cri::MAX_MESSAGE_SIZE),
             timeout: config.request_timeout,
             version: v1::VersionResponse::default(),
+            observer: None,
         };
         let request = v1::VersionRequest {
             version: kernlet_cri::CRI_API_VERSION.into(),
@@ -170,13 +176,29 @@ impl Runtime {
         self.images.clone()
     }
 
+    /// This runtime with every later [`Runtime::call`] reported to `observer`.
+    #[must_use]
+    pub fn with_observer(mut self, observer: CallObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Runs one call with the default deadline.
     pub fn call<'a, T: Send + 'a>(
         &self,
         method: &'static str,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'a,
     ) -> CallFuture<'a, T> {
-        Self::call_within(method, self.timeout, call)
+        let inner = Self::call_within(method, self.timeout, call);
+        let Some(observer) = self.observer.clone() else {
+            return inner;
+        };
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = inner.await;
+            observer(method, started.elapsed());
+            result
+        })
     }
 
     /// Runs one call with deadline `after`. The call is boxed: tonic's futures are large, and

@@ -363,15 +363,11 @@ impl Collector {
         self.fs.at = Some(Instant::now());
         let mut client = self.runtime.runtime_client();
         let request = v1::ListContainerStatsRequest { filter: None };
-        let started = Instant::now();
         let stats = self
             .runtime
             .call("ListContainerStats", client.list_container_stats(request))
             .await;
-        self.metrics
-            .observe_cri_call("ListContainerStats", started.elapsed());
         let mut image_client = self.runtime.image_client();
-        let started = Instant::now();
         let image_fs = self
             .runtime
             .call(
@@ -379,8 +375,6 @@ impl Collector {
                 image_client.image_fs_info(v1::ImageFsInfoRequest {}),
             )
             .await;
-        self.metrics
-            .observe_cri_call("ImageFsInfo", started.elapsed());
         let config = self.config.clone();
         let pods = pods.to_vec();
         let measured = tokio::task::spawn_blocking(move || host::measure_fs(&config, &pods)).await;
