@@ -5,9 +5,12 @@
 //! - [`startup`]: pod startup latency, kernlet against the same CRI calls issued directly.
 //! - [`cgroups`]: kernlet's cgroup layer against `cgroups-rs`, in the node VM.
 //! - [`readers`]: cost of a stats round reading N cgroups through cgroupfs, three ways.
+//! - [`stats`]: what stats collection costs: cgroupfs readers, kernlet's CPU and RSS, eBPF per
+//!   event, `/stats/summary` latency.
 pub mod cgroups;
 pub mod readers;
 pub mod startup;
+pub mod stats;
 
 use std::{
     fmt::Write as _,
@@ -38,6 +41,9 @@ pub enum Bench {
     /// CPU and wall time of reading 100, 500 and 1000 cgroups per stats round: open+read+close,
     /// pread on kept descriptors, batched `io_uring`; needs root.
     Readers(readers::ReadersArgs),
+    /// Stats collection cost: cgroupfs readers on 10/100/500 cgroups, kernlet's CPU and RSS at
+    /// 10 and 100 pods, eBPF ns per event, endpoint latency; needs root.
+    Stats(stats::StatsArgs),
 }
 
 pub fn cli(args: &BenchArgs) -> Result<()> {
@@ -45,6 +51,7 @@ pub fn cli(args: &BenchArgs) -> Result<()> {
         Bench::Startup(args) => startup::cli(args),
         Bench::Cgroups(args) => cgroups::cli(args),
         Bench::Readers(args) => readers::cli(args),
+        Bench::Stats(args) => stats::cli(args),
     }
 }
 

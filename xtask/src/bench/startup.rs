@@ -204,7 +204,7 @@ fn table(all: &[Samples]) -> Result<String> {
 }
 
 /// Runs `body` on a fresh fixture and tears the fixture down again, whatever `body` returned.
-fn with_fixture<T>(body: impl FnOnce(&RuntimeFixture) -> Result<T>) -> Result<T> {
+pub(super) fn with_fixture<T>(body: impl FnOnce(&RuntimeFixture) -> Result<T>) -> Result<T> {
     let fixture = RuntimeFixture::start(Options::default())?;
     let result = body(&fixture);
     let teardown = fixture.stop().context("tearing the bench fixture down");
@@ -262,7 +262,7 @@ fn time_kernlet(kernlet: &mut Kernlet, pods: usize, timeout: Duration) -> Result
 }
 
 /// Copies `from` to `to`, creating `to`'s directory.
-fn keep(from: &Path, to: &Path) -> Result<()> {
+pub(super) fn keep(from: &Path, to: &Path) -> Result<()> {
     if let Some(dir) = to.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -272,7 +272,7 @@ fn keep(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Writes static pod `bench-<index>` as editors do: a hidden temporary file, then a rename.
-fn write_manifest(dir: &Path, index: usize) -> Result<()> {
+pub(super) fn write_manifest(dir: &Path, index: usize) -> Result<()> {
     let name = format!("bench-{index}");
     let text = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  \
@@ -286,7 +286,7 @@ fn write_manifest(dir: &Path, index: usize) -> Result<()> {
 }
 
 /// How many pods of a `/pods` body have containers, all of them `state.running`.
-fn running_pods(body: &str) -> usize {
+pub(super) fn running_pods(body: &str) -> usize {
     let Ok(list) = serde_json::from_str::<Value>(body) else {
         return 0;
     };
@@ -338,15 +338,24 @@ fn cri_sample(tool: &Path, pods: usize, mode: Mode) -> Result<f64> {
 }
 
 /// A kernlet process on a fixture, with its directories under `<fixture>/bench`; killed on drop.
-struct Kernlet {
+pub(super) struct Kernlet {
     child: Option<Child>,
-    dir: PathBuf,
-    port: u16,
+    pub(super) dir: PathBuf,
+    pub(super) port: u16,
 }
 
 impl Kernlet {
     /// Writes the config, starts kernlet, waits until `/healthz` answers, then [`SETTLE`].
     fn start(binary: &Path, fixture: &RuntimeFixture) -> Result<Self> {
+        Self::start_with(binary, fixture, &[])
+    }
+
+    /// As [`Kernlet::start`], with `args` added to kernlet's command line.
+    pub(super) fn start_with(
+        binary: &Path,
+        fixture: &RuntimeFixture,
+        args: &[&str],
+    ) -> Result<Self> {
         let dir = fixture.base_dir().join("bench");
         for sub in ["manifests", "root", "logs"] {
             let path = dir.join(sub);
@@ -364,6 +373,7 @@ impl Kernlet {
             .arg("--root-dir")
             .arg(dir.join("root"))
             .args(["--hostname-override", NODE_NAME])
+            .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -391,12 +401,12 @@ impl Kernlet {
         Ok(kernlet)
     }
 
-    fn get(&self, path: &str) -> Result<String> {
+    pub(super) fn get(&self, path: &str) -> Result<String> {
         http::get(self.port, path)
     }
 
     /// Fails (with the log's tail) if kernlet has exited.
-    fn check_alive(&mut self) -> Result<()> {
+    pub(super) fn check_alive(&mut self) -> Result<()> {
         let exited = match self.child.as_mut() {
             Some(child) => child.try_wait().context("waiting for kernlet")?,
             None => bail!("kernlet was stopped"),
@@ -411,8 +421,13 @@ impl Kernlet {
         Ok(())
     }
 
+    /// kernlet's process id, while it runs.
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// kernlet's resident set size (`VmRSS` of `/proc/<pid>/status`) in KiB.
-    fn rss_kib(&self) -> Result<u64> {
+    pub(super) fn rss_kib(&self) -> Result<u64> {
         let pid = self.child.as_ref().context("kernlet is not running")?.id();
         let status = fs::read_to_string(format!("/proc/{pid}/status"))
             .with_context(|| format!("reading /proc/{pid}/status"))?;
@@ -424,7 +439,7 @@ impl Kernlet {
     }
 
     /// The last `lines` lines of kernlet's log.
-    fn log_tail(&self, lines: usize) -> String {
+    pub(super) fn log_tail(&self, lines: usize) -> String {
         let log = fs::read_to_string(self.dir.join("kernlet.log")).unwrap_or_default();
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
@@ -432,7 +447,7 @@ impl Kernlet {
 
     /// SIGTERM, then SIGKILL after 10 s. kernlet leaves its pods running; the fixture's
     /// teardown removes them.
-    fn stop(mut self) -> Result<()> {
+    pub(super) fn stop(mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };

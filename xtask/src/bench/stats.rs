@@ -1,0 +1,645 @@
+//! `cargo xtask bench stats`: what kernlet's stats collection costs (issue 4), in one run.
+//!
+//! - **Readers, synthetic**: the `stats_readers` example of the tests crate creates 10, 100 and
+//!   500 empty cgroups in the cgroup v2 hierarchy (`/sys/fs/cgroup/unified` on a hybrid host,
+//!   where a cgroup has only `cpu.stat` and the PSI files) and reads them round after round with
+//!   open+read+close per file (`read_cgroup`) and with descriptors kept open and re-read with
+//!   `pread` (`CgroupFiles`, what kernlet's collector uses): CPU µs per cgroup per round, which
+//!   at one round per second is CPU µs per container per second.
+//! - **kernlet**: a release kernlet (configured as in `bench startup`) on a fresh fixture with 10
+//!   and 100 busybox pods, run once per `--housekeeping-interval` (1 s, kernlet's default, and
+//!   10 s, upstream cAdvisor's). kernlet runs in a cgroup of its own, so its CPU time (`usage_usec`
+//!   of that cgroup's `cpu.stat`, every thread and child included) is exact. Once every pod runs
+//!   and [`SETTLE`] passed, the CPU time over an idle `--window` is divided by containers ×
+//!   seconds; the mean collection round comes from kernlet's
+//!   `kernlet_stats_collection_duration_seconds` over the same window, RSS (`VmRSS`) is read at
+//!   its end.
+//! - **Endpoints** (runs at the first interval only): `--requests` sequential `GET`s of
+//!   `/stats/summary` and `/metrics/cadvisor`, each on a new connection; p50, p99 and max.
+//! - **eBPF** (same runs): kernlet enables the kernel's BPF run-time stats and exports them in
+//!   `/metrics` every 30 collection rounds; ns per event per program is
+//!   `kernlet_ebpf_program_run_time_seconds_total / kernlet_ebpf_program_runs_total`, cumulative
+//!   since kernlet loaded the programs.
+//!
+//! Every kernlet run gets its own fixture, torn down afterwards; kernlet logs are kept in
+//! `target/xtask/bench/stats/`.
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use super::{
+    Summary, cargo_build_release, machine, markdown_table, poll,
+    startup::{Kernlet, POLL, keep, running_pods, with_fixture, write_manifest},
+    target_dir,
+};
+use crate::{runtime::RuntimeFixture, setup};
+
+/// The tests crate's example measuring the two readers.
+const TOOL: &str = "stats_readers";
+/// Idle time once every pod runs, before the CPU window opens.
+const SETTLE: Duration = Duration::from_secs(5);
+/// Longest wait for kernlet's first export of the eBPF run-time stats.
+const EBPF_WAIT: Duration = Duration::from_mins(1);
+
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// Synthetic cgroup counts for the readers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 100, 500])]
+    pub cgroups: Vec<usize>,
+    /// Pod counts for the real kernlet, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 100])]
+    pub pods: Vec<usize>,
+    /// kernlet's `--housekeeping-interval`s in seconds; endpoints and eBPF are measured at the
+    /// first.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10])]
+    pub intervals: Vec<u64>,
+    /// Length of the idle CPU window, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub window: u64,
+    /// Sequential GETs per endpoint.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+    /// Longest the pods of one run may take to start, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    pub timeout: u64,
+}
+
+/// One reader at one cgroup count, per cgroup per round.
+#[derive(Debug)]
+struct ReaderRow {
+    cgroups: usize,
+    reader: String,
+    files: Vec<String>,
+    cpu_us: Summary,
+}
+
+/// One endpoint's latency.
+#[derive(Debug)]
+struct Latency {
+    path: &'static str,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    bytes: usize,
+}
+
+/// One eBPF program's cumulative cost.
+#[derive(Debug)]
+struct ProgramCost {
+    name: String,
+    runs: f64,
+    seconds: f64,
+}
+
+/// One kernlet run.
+#[derive(Debug)]
+struct KernletRun {
+    pods: usize,
+    interval: u64,
+    /// CPU seconds per wall second over the window.
+    cores: f64,
+    round_ms: Option<f64>,
+    rss_mib: f64,
+    latency: Vec<Latency>,
+    ebpf: Vec<ProgramCost>,
+}
+
+impl KernletRun {
+    fn us_per_container_s(&self) -> f64 {
+        self.cores * 1e6 / self.pods as f64
+    }
+}
+
+pub fn cli(args: &StatsArgs) -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("bench stats creates cgroups and runs containerd fixtures; it needs root");
+    }
+    if args.cgroups.is_empty() || args.pods.is_empty() || args.intervals.is_empty() {
+        bail!("nothing to measure: give cgroup counts, pod counts and intervals");
+    }
+    setup::ensure()?;
+    cargo_build_release(&["-p", "kernlet", "--bin", "kernlet"])?;
+    cargo_build_release(&["-p", "kernlet-tests", "--example", TOOL])?;
+    let release = target_dir().join("release");
+    let mount = v2_mount()?;
+    let started = Instant::now();
+    let readers = synthetic(&release.join("examples").join(TOOL), &mount, &args.cgroups)?;
+    let mut runs = Vec::new();
+    for &pods in &args.pods {
+        for (index, &interval) in args.intervals.iter().enumerate() {
+            let run = kernlet_run(
+                &release.join("kernlet"),
+                &mount,
+                pods,
+                interval,
+                index == 0,
+                args,
+            )?;
+            println!(
+                "bench: kernlet, {pods} pods, interval {interval}s: {:.2} CPU µs per container per s, \
+                 RSS {:.1} MiB",
+                run.us_per_container_s(),
+                run.rss_mib
+            );
+            runs.push(run);
+        }
+    }
+    println!();
+    println!("Stats collection (issue 4)");
+    println!("machine: {}", machine());
+    println!("cgroup v2 hierarchy: {}", mount.display());
+    println!();
+    print!("{}", cost_table(&readers, &runs, args));
+    println!();
+    if let Some(files) = readers.first().map(|r| r.files.join(", ")) {
+        println!(
+            "synthetic: empty cgroups, each read as {files}, parsed into a sample; median \
+             (min–max) of 3 repeats; io_uring is measured by `cargo xtask bench readers`."
+        );
+    }
+    println!(
+        "kernlet: whole process (its own cgroup's usage_usec) over {} s of idle steady state, \
+         one busybox container per pod; eBPF run time is charged to the traced tasks and is not \
+         in it.",
+        args.window
+    );
+    println!();
+    print!("{}", kernlet_table(&runs));
+    println!();
+    print!("{}", ebpf_table(&runs));
+    println!();
+    print!("{}", latency_table(&runs, args.requests));
+    println!();
+    println!(
+        "kernlet logs in {}; total bench time {:.0} s",
+        logs_dir().display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The cgroup v2 mount: `/sys/fs/cgroup/unified` on a hybrid host, else `/sys/fs/cgroup`.
+fn v2_mount() -> Result<PathBuf> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| {
+            nix::sys::statfs::statfs(path)
+                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        })
+        .context("no cgroup v2 hierarchy mounted")
+}
+
+/// Where the kernlet logs of the runs are kept: `target/xtask/bench/stats`.
+fn logs_dir() -> PathBuf {
+    crate::xtask_dir().join("bench").join("stats")
+}
+
+/// Runs the readers example and parses its lines.
+fn synthetic(tool: &Path, mount: &Path, counts: &[usize]) -> Result<Vec<ReaderRow>> {
+    let counts: Vec<String> = counts.iter().map(ToString::to_string).collect();
+    let output = Command::new(tool)
+        .arg(mount)
+        .arg(counts.join(","))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {}", tool.display()))?;
+    if !output.status.success() {
+        bail!("{} failed: {}", tool.display(), output.status);
+    }
+    let mut rows = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let value: Value =
+            serde_json::from_str(line).with_context(|| format!("{TOOL} printed {line:?}"))?;
+        let numbers = |key: &str| -> Vec<f64> {
+            value[key]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default()
+        };
+        rows.push(ReaderRow {
+            cgroups: value["cgroups"].as_u64().context("no cgroups")? as usize,
+            reader: value["reader"].as_str().context("no reader")?.to_owned(),
+            files: value["files"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            cpu_us: Summary::of(&numbers("cpu_us")).context("no CPU samples")?,
+        });
+        println!("bench: {line}");
+    }
+    Ok(rows)
+}
+
+/// A cgroup kernlet is moved into, to read its CPU time; removed on drop.
+struct CpuCgroup {
+    dir: PathBuf,
+}
+
+impl CpuCgroup {
+    fn create(mount: &Path, fixture: &RuntimeFixture) -> Result<Self> {
+        let dir = mount.join(format!("kernlet-bench-stats-{}", fixture.id()));
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self { dir })
+    }
+
+    /// Moves process `pid` (all its threads) into the cgroup.
+    fn adopt(&self, pid: u32) -> Result<()> {
+        let procs = self.dir.join("cgroup.procs");
+        fs::write(&procs, pid.to_string()).with_context(|| format!("writing {}", procs.display()))
+    }
+
+    /// The CPU time of everything that ran in the cgroup.
+    fn usage(&self) -> Result<Duration> {
+        let path = self.dir.join("cpu.stat");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("usage_usec "))
+            .and_then(|value| value.trim().parse().ok())
+            .map(Duration::from_micros)
+            .with_context(|| format!("no usage_usec in {}", path.display()))
+    }
+}
+
+impl Drop for CpuCgroup {
+    fn drop(&mut self) {
+        if let Err(error) = fs::remove_dir(&self.dir) {
+            eprintln!("bench: removing {}: {error}", self.dir.display());
+        }
+    }
+}
+
+/// One kernlet run on a fresh fixture; `probe` adds the endpoint and eBPF measurements.
+fn kernlet_run(
+    binary: &Path,
+    mount: &Path,
+    pods: usize,
+    interval: u64,
+    probe: bool,
+    args: &StatsArgs,
+) -> Result<KernletRun> {
+    with_fixture(|fixture| {
+        let cgroup = CpuCgroup::create(mount, fixture)?;
+        let interval_arg = format!("{interval}s");
+        let mut kernlet =
+            Kernlet::start_with(binary, fixture, &["--housekeeping-interval", &interval_arg])?;
+        let result = kernlet
+            .pid()
+            .context("kernlet is not running")
+            .and_then(|pid| cgroup.adopt(pid))
+            .and_then(|()| measure(&mut kernlet, &cgroup, pods, interval, probe, args));
+        let stopped = kernlet.stop();
+        let log = logs_dir().join(format!("kernlet-{pods}pods-{interval}s.log"));
+        if let Err(error) = keep(&fixture.base_dir().join("bench/kernlet.log"), &log) {
+            eprintln!("bench: keeping the kernlet log: {error:#}");
+        }
+        let run = result?;
+        stopped?;
+        Ok(run)
+    })
+}
+
+fn measure(
+    kernlet: &mut Kernlet,
+    cgroup: &CpuCgroup,
+    pods: usize,
+    interval: u64,
+    probe: bool,
+    args: &StatsArgs,
+) -> Result<KernletRun> {
+    let manifests = kernlet.dir.join("manifests");
+    for index in 0..pods {
+        write_manifest(&manifests, index)?;
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    let waited = poll("all pods run", POLL * 10, timeout, || {
+        kernlet.check_alive()?;
+        let body = kernlet.get("/pods").unwrap_or_default();
+        Ok((running_pods(&body) >= pods).then_some(()))
+    });
+    if let Err(error) = waited {
+        bail!("{error:#}; kernlet log tail:\n{}", kernlet.log_tail(30));
+    }
+    thread::sleep(SETTLE);
+    let before = rounds(&kernlet.get("/metrics")?);
+    let (cpu, opened) = (cgroup.usage()?, Instant::now());
+    thread::sleep(Duration::from_secs(args.window));
+    let (used, wall) = (cgroup.usage()?.saturating_sub(cpu), opened.elapsed());
+    kernlet.check_alive()?;
+    let rss_mib = kernlet.rss_kib()? as f64 / 1024.0;
+    let after = rounds(&kernlet.get("/metrics")?);
+    let round_ms = match (before, after) {
+        (Some((sum0, count0)), Some((sum1, count1))) if count1 > count0 => {
+            Some((sum1 - sum0) * 1e3 / (count1 - count0))
+        }
+        _ => None,
+    };
+    let mut run = KernletRun {
+        pods,
+        interval,
+        cores: used.as_secs_f64() / wall.as_secs_f64(),
+        round_ms,
+        rss_mib,
+        latency: Vec::new(),
+        ebpf: Vec::new(),
+    };
+    if probe {
+        for path in ["/stats/summary", "/metrics/cadvisor"] {
+            run.latency.push(latency(kernlet, path, args.requests)?);
+        }
+        run.ebpf = ebpf_costs(kernlet);
+    }
+    Ok(run)
+}
+
+/// `requests` sequential GETs of `path`.
+fn latency(kernlet: &Kernlet, path: &'static str, requests: usize) -> Result<Latency> {
+    let mut millis = Vec::with_capacity(requests);
+    let mut bytes = 0;
+    for _ in 0..requests.max(1) {
+        let sent = Instant::now();
+        bytes = kernlet.get(path)?.len();
+        millis.push(sent.elapsed().as_secs_f64() * 1e3);
+    }
+    millis.sort_by(f64::total_cmp);
+    Ok(Latency {
+        path,
+        p50_ms: percentile(&millis, 50.0),
+        p99_ms: percentile(&millis, 99.0),
+        max_ms: millis.last().copied().unwrap_or_default(),
+        bytes,
+    })
+}
+
+/// The nearest-rank `p`th percentile of `sorted` (ascending, not empty).
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The eBPF programs' costs once kernlet exported them (every 30 rounds); empty if it did not
+/// within [`EBPF_WAIT`] (no program loaded, or no run-time stats).
+fn ebpf_costs(kernlet: &mut Kernlet) -> Vec<ProgramCost> {
+    let found = poll(
+        "kernlet exports eBPF run-time stats",
+        POLL * 25,
+        EBPF_WAIT,
+        || {
+            kernlet.check_alive()?;
+            let costs = programs(&kernlet.get("/metrics")?);
+            Ok((costs.iter().any(|c| c.runs > 0.0)).then_some(costs))
+        },
+    );
+    found.unwrap_or_else(|error| {
+        eprintln!("bench: {error:#}");
+        Vec::new()
+    })
+}
+
+/// Samples `name{labels} value` of family `name` in a Prometheus text exposition.
+fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels, value) = rest.rsplit_once(' ')?;
+        if !(labels.is_empty() || labels.starts_with('{')) {
+            return None;
+        }
+        Some((labels, value.parse().ok()?))
+    })
+}
+
+/// `(sum, count)` of kernlet's collection round histogram.
+fn rounds(metrics: &str) -> Option<(f64, f64)> {
+    let family = "kernlet_stats_collection_duration_seconds";
+    let sum = samples(metrics, &format!("{family}_sum")).next()?.1;
+    let count = samples(metrics, &format!("{family}_count")).next()?.1;
+    Some((sum, count))
+}
+
+/// Every program's cumulative run time and runs from kernlet's `/metrics`.
+fn programs(metrics: &str) -> Vec<ProgramCost> {
+    let program = |labels: &str| {
+        labels
+            .strip_prefix("{program=\"")
+            .and_then(|l| l.strip_suffix("\"}"))
+            .map(str::to_owned)
+    };
+    let mut costs: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for (labels, value) in samples(metrics, "kernlet_ebpf_program_runs_total") {
+        if let Some(name) = program(labels) {
+            costs.entry(name).or_default().0 = value;
+        }
+    }
+    for (labels, value) in samples(metrics, "kernlet_ebpf_program_run_time_seconds_total") {
+        if let Some(name) = program(labels) {
+            costs.entry(name).or_default().1 = value;
+        }
+    }
+    costs
+        .into_iter()
+        .map(|(name, (runs, seconds))| ProgramCost {
+            name,
+            runs,
+            seconds,
+        })
+        .collect()
+}
+
+/// The side-by-side table: CPU µs per container per second by collector and count.
+fn cost_table(readers: &[ReaderRow], runs: &[KernletRun], args: &StatsArgs) -> String {
+    let mut counts: Vec<usize> = args.cgroups.iter().chain(&args.pods).copied().collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let titles: Vec<String> = counts.iter().map(|n| format!("{n} containers")).collect();
+    let mut header = vec!["CPU µs per container per second"];
+    header.extend(titles.iter().map(String::as_str));
+    let reader = |name: &str, n: usize| {
+        readers
+            .iter()
+            .find(|r| r.reader == name && r.cgroups == n)
+            .map(|r| r.cpu_us)
+    };
+    let kernlet = |interval: u64, n: usize| {
+        runs.iter()
+            .find(|r| r.interval == interval && r.pods == n)
+            .map(KernletRun::us_per_container_s)
+    };
+    let cells = |value: &dyn Fn(usize) -> Option<String>| -> Vec<String> {
+        counts
+            .iter()
+            .map(|&n| value(n).unwrap_or_else(|| "—".to_owned()))
+            .collect()
+    };
+    let mut rows = Vec::new();
+    let mut row = |title: String, values: Vec<String>| {
+        rows.push(std::iter::once(title).chain(values).collect::<Vec<_>>());
+    };
+    row(
+        "synthetic, plain read (open+read+close, `read_cgroup`)".to_owned(),
+        cells(&|n| reader("plain", n).map(range)),
+    );
+    row(
+        "synthetic, kept descriptors (`CgroupFiles` pread, kernlet's)".to_owned(),
+        cells(&|n| reader("kept", n).map(range)),
+    );
+    row(
+        "ratio plain / kept".to_owned(),
+        cells(&|n| {
+            Some(format!(
+                "{:.2}×",
+                reader("plain", n)?.median / reader("kept", n)?.median
+            ))
+        }),
+    );
+    for &interval in &args.intervals {
+        row(
+            format!("kernlet, whole process, `--housekeeping-interval {interval}s`"),
+            cells(&|n| kernlet(interval, n).map(|v| format!("{v:.2}"))),
+        );
+    }
+    if let [first, .., last] = args.intervals[..] {
+        row(
+            format!("ratio kernlet {first}s / {last}s"),
+            cells(&|n| Some(format!("{:.2}×", kernlet(first, n)? / kernlet(last, n)?))),
+        );
+    }
+    markdown_table(&header, &rows)
+}
+
+/// `median (min–max)` with two decimals and no unit.
+fn range(summary: Summary) -> String {
+    format!(
+        "{:.2} ({:.2}–{:.2})",
+        summary.median, summary.min, summary.max
+    )
+}
+
+/// Per kernlet run: CPU share, round time, RSS.
+fn kernlet_table(runs: &[KernletRun]) -> String {
+    let header = [
+        "pods",
+        "housekeeping",
+        "kernlet CPU (% of a core)",
+        "µs per container per s",
+        "mean collection round (wall)",
+        "kernlet RSS",
+    ];
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|run| {
+            vec![
+                run.pods.to_string(),
+                format!("{} s", run.interval),
+                format!("{:.2} %", run.cores * 100.0),
+                format!("{:.2}", run.us_per_container_s()),
+                run.round_ms
+                    .map_or_else(|| "—".to_owned(), |ms| format!("{ms:.2} ms")),
+                format!("{:.1} MiB", run.rss_mib),
+            ]
+        })
+        .collect();
+    markdown_table(&header, &rows)
+}
+
+/// ns per event per program, one column pair per measured pod count.
+fn ebpf_table(runs: &[KernletRun]) -> String {
+    let probed: Vec<&KernletRun> = runs.iter().filter(|r| !r.ebpf.is_empty()).collect();
+    let Some(first) = probed.first() else {
+        return "eBPF: kernlet exported no program run-time stats (no program loaded?)\n"
+            .to_owned();
+    };
+    let titles: Vec<String> = probed
+        .iter()
+        .flat_map(|r| {
+            [
+                format!("runs ({} pods)", r.pods),
+                format!("ns per event ({} pods)", r.pods),
+            ]
+        })
+        .collect();
+    let mut header = vec!["eBPF program"];
+    header.extend(titles.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = first
+        .ebpf
+        .iter()
+        .map(|program| {
+            let mut row = vec![format!("`{}`", program.name)];
+            for run in &probed {
+                let cost = run.ebpf.iter().find(|c| c.name == program.name);
+                row.push(cost.map_or_else(|| "—".to_owned(), |c| format!("{:.0}", c.runs)));
+                row.push(cost.filter(|c| c.runs > 0.0).map_or_else(
+                    || "—".to_owned(),
+                    |c| format!("{:.0}", c.seconds * 1e9 / c.runs),
+                ));
+            }
+            row
+        })
+        .collect();
+    markdown_table(&header, &rows)
+}
+
+/// Endpoint latency per probed run.
+fn latency_table(runs: &[KernletRun], requests: usize) -> String {
+    let header = ["endpoint", "pods", "GETs", "p50", "p99", "max", "body"];
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .flat_map(|run| {
+            run.latency.iter().map(move |l| {
+                vec![
+                    format!("`{}`", l.path),
+                    run.pods.to_string(),
+                    requests.to_string(),
+                    format!("{:.2} ms", l.p50_ms),
+                    format!("{:.2} ms", l.p99_ms),
+                    format!("{:.2} ms", l.max_ms),
+                    format!("{:.1} KiB", l.bytes as f64 / 1024.0),
+                ]
+            })
+        })
+        .collect();
+    markdown_table(&header, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let sorted: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert!((percentile(&sorted, 50.0) - 100.0).abs() < f64::EPSILON);
+        assert!((percentile(&sorted, 99.0) - 198.0).abs() < f64::EPSILON);
+        assert!((percentile(&[3.0], 99.0) - 3.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn reads_kernlet_metrics() {
+        let text = "# HELP x\n\
+            kernlet_ebpf_program_run_time_seconds_total{program=\"sched_switch\"} 0.5\n\
+            kernlet_ebpf_program_runs_total{program=\"sched_switch\"} 1000000\n\
+            kernlet_ebpf_program_runs_total{program=\"block_rq\"} 0\n\
+            kernlet_stats_collection_duration_seconds_bucket{le=\"0.005\"} 3\n\
+            kernlet_stats_collection_duration_seconds_sum 0.25\n\
+            kernlet_stats_collection_duration_seconds_count 10\n";
+        assert_eq!(rounds(text), Some((0.25, 10.0)));
+        let costs = programs(text);
+        assert_eq!(costs.len(), 2);
+        assert_eq!(costs[1].name, "sched_switch");
+        assert!((costs[1].seconds * 1e9 / costs[1].runs - 500.0).abs() < 1e-9);
+        assert!(costs[0].runs.abs() < f64::EPSILON);
+    }
+}
