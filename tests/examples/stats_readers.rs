@@ -122,7 +122,7 @@ impl Reader {
         }
         let per = (cgroups * rounds) as f64;
         Ok((
-            (cpu_time() - cpu).as_secs_f64() * 1e6 / per,
+            cpu_time().saturating_sub(cpu).as_secs_f64() * 1e6 / per,
             wall.elapsed().as_secs_f64() * 1e6 / per,
         ))
     }
