@@ -1,11 +1,12 @@
 //! `cargo xtask bench stats`: what kernlet's stats collection costs (issue 4), in one run.
 //!
-//! - **Readers, synthetic**: the `stats_readers` example of the tests crate creates 10, 100 and
-//!   500 empty cgroups in the cgroup v2 hierarchy (`/sys/fs/cgroup/unified` on a hybrid host,
-//!   where a cgroup has only `cpu.stat` and the PSI files) and reads them round after round with
-//!   open+read+close per file (`read_cgroup`) and with descriptors kept open and re-read with
-//!   `pread` (`CgroupFiles`, what kernlet's collector uses): CPU µs per cgroup per round, which
-//!   at one round per second is CPU µs per container per second.
+//! - **Readers, synthetic**: `cargo xtask bench readers`' example (`cgroupfs_read`) on 10, 100
+//!   and 500 empty cgroups in the cgroup v2 hierarchy (`/sys/fs/cgroup/unified` on a hybrid host,
+//!   where a cgroup has only `cpu.stat` and the PSI files), [`SYNTHETIC_ROUNDS`] rounds: open+read+
+//!   close per file (`read_cgroup`), descriptors kept open and re-read with `pread`
+//!   (`CgroupFiles`, what kernlet's collector uses) and the kept descriptors batched through
+//!   `io_uring`. CPU µs per cgroup per round, which at one round per second is CPU µs per
+//!   container per second.
 //! - **kernlet**: a release kernlet (configured as in `bench startup`) on a fresh fixture with 10
 //!   and 100 busybox pods, run once per `--housekeeping-interval` (1 s, kernlet's default, and
 //!   10 s, upstream cAdvisor's). kernlet runs in a cgroup of its own, so its CPU time (`usage_usec`
@@ -42,8 +43,10 @@ use super::{
 };
 use crate::{runtime::RuntimeFixture, setup};
 
-/// The tests crate's example measuring the two readers.
-const TOOL: &str = "stats_readers";
+/// The tests crate's example measuring the three readers (shared with `bench readers`).
+const TOOL: &str = "cgroupfs_read";
+/// Rounds of the readers example per cgroup count.
+const SYNTHETIC_ROUNDS: usize = 100;
 /// Idle time once every pod runs, before the CPU window opens.
 const SETTLE: Duration = Duration::from_secs(5);
 /// Longest wait for kernlet's first export of the eBPF run-time stats.
@@ -72,12 +75,12 @@ pub struct StatsArgs {
     pub timeout: u64,
 }
 
-/// One reader at one cgroup count, per cgroup per round.
+/// One reader at one cgroup count: CPU µs per cgroup per round.
 #[derive(Debug)]
 struct ReaderRow {
     cgroups: usize,
-    reader: String,
-    files: Vec<String>,
+    /// `open-read-close`, `pread-reuse` or `io_uring`.
+    variant: String,
     cpu_us: Summary,
 }
 
@@ -131,7 +134,7 @@ pub fn cli(args: &StatsArgs) -> Result<()> {
     let release = target_dir().join("release");
     let mount = v2_mount()?;
     let started = Instant::now();
-    let readers = synthetic(&release.join("examples").join(TOOL), &mount, &args.cgroups)?;
+    let (files, readers) = synthetic(&release.join("examples").join(TOOL), &args.cgroups)?;
     let mut runs = Vec::new();
     for &pods in &args.pods {
         for (index, &interval) in args.intervals.iter().enumerate() {
@@ -159,12 +162,10 @@ pub fn cli(args: &StatsArgs) -> Result<()> {
     println!();
     print!("{}", cost_table(&readers, &runs, args));
     println!();
-    if let Some(files) = readers.first().map(|r| r.files.join(", ")) {
-        println!(
-            "synthetic: empty cgroups, each read as {files}, parsed into a sample; median \
-             (min–max) of 3 repeats; io_uring is measured by `cargo xtask bench readers`."
-        );
-    }
+    println!(
+        "synthetic: empty cgroups, each read as {files}, parsed into a sample; median (min–max) \
+         of {SYNTHETIC_ROUNDS} rounds, CPU of the whole process (io_uring's io-wq workers included)."
+    );
     println!(
         "kernlet: whole process (its own cgroup's usage_usec) over {} s of idle steady state, \
          one busybox container per pod; eBPF run time is charged to the traced tasks and is not \
@@ -203,12 +204,12 @@ fn logs_dir() -> PathBuf {
     crate::xtask_dir().join("bench").join("stats")
 }
 
-/// Runs the readers example and parses its lines.
-fn synthetic(tool: &Path, mount: &Path, counts: &[usize]) -> Result<Vec<ReaderRow>> {
+/// Runs the readers example; the files each cgroup has, and its rows.
+fn synthetic(tool: &Path, counts: &[usize]) -> Result<(String, Vec<ReaderRow>)> {
     let counts: Vec<String> = counts.iter().map(ToString::to_string).collect();
     let output = Command::new(tool)
-        .arg(mount)
         .arg(counts.join(","))
+        .arg(SYNTHETIC_ROUNDS.to_string())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -216,32 +217,36 @@ fn synthetic(tool: &Path, mount: &Path, counts: &[usize]) -> Result<Vec<ReaderRo
     if !output.status.success() {
         bail!("{} failed: {}", tool.display(), output.status);
     }
-    let mut rows = Vec::new();
+    let (mut files, mut rows) = (String::new(), Vec::new());
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let value: Value =
             serde_json::from_str(line).with_context(|| format!("{TOOL} printed {line:?}"))?;
-        let numbers = |key: &str| -> Vec<f64> {
-            value[key]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default()
-        };
+        if let Some(names) = value["files"].as_array() {
+            let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
+            files = names.join(", ");
+            continue;
+        }
+        let cgroups = value["cgroups"].as_u64().context("no cgroups")? as usize;
+        let variant = value["variant"].as_str().context("no variant")?.to_owned();
+        let per_cgroup: Vec<f64> = value["cpu_us"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|us| us / cgroups as f64)
+            .collect();
+        let cpu_us = Summary::of(&per_cgroup).context("no CPU samples")?;
+        println!(
+            "bench: {cgroups} cgroups, {variant}: {:.2} CPU µs per cgroup per round",
+            cpu_us.median
+        );
         rows.push(ReaderRow {
-            cgroups: value["cgroups"].as_u64().context("no cgroups")? as usize,
-            reader: value["reader"].as_str().context("no reader")?.to_owned(),
-            files: value["files"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|f| f.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            cpu_us: Summary::of(&numbers("cpu_us")).context("no CPU samples")?,
+            cgroups,
+            variant,
+            cpu_us,
         });
-        println!("bench: {line}");
     }
-    Ok(rows)
+    Ok((files, rows))
 }
 
 /// A cgroup kernlet is moved into, to read its CPU time; removed on drop.
@@ -470,7 +475,7 @@ fn cost_table(readers: &[ReaderRow], runs: &[KernletRun], args: &StatsArgs) -> S
     let reader = |name: &str, n: usize| {
         readers
             .iter()
-            .find(|r| r.reader == name && r.cgroups == n)
+            .find(|r| r.variant == name && r.cgroups == n)
             .map(|r| r.cpu_us)
     };
     let kernlet = |interval: u64, n: usize| {
@@ -488,23 +493,34 @@ fn cost_table(readers: &[ReaderRow], runs: &[KernletRun], args: &StatsArgs) -> S
     let mut row = |title: String, values: Vec<String>| {
         rows.push(std::iter::once(title).chain(values).collect::<Vec<_>>());
     };
-    row(
-        "synthetic, plain read (open+read+close, `read_cgroup`)".to_owned(),
-        cells(&|n| reader("plain", n).map(range)),
-    );
-    row(
-        "synthetic, kept descriptors (`CgroupFiles` pread, kernlet's)".to_owned(),
-        cells(&|n| reader("kept", n).map(range)),
-    );
-    row(
-        "ratio plain / kept".to_owned(),
-        cells(&|n| {
-            Some(format!(
-                "{:.2}×",
-                reader("plain", n)?.median / reader("kept", n)?.median
-            ))
-        }),
-    );
+    for (variant, title) in [
+        (
+            "open-read-close",
+            "synthetic, plain read (open+read+close, `read_cgroup`)",
+        ),
+        (
+            "pread-reuse",
+            "synthetic, kept descriptors (`CgroupFiles` pread, kernlet's)",
+        ),
+        (
+            "io_uring",
+            "synthetic, kept descriptors batched through `io_uring`",
+        ),
+    ] {
+        row(title.to_owned(), cells(&|n| reader(variant, n).map(range)));
+    }
+    for (variant, title) in [
+        ("open-read-close", "ratio plain / kept"),
+        ("io_uring", "ratio io_uring / kept"),
+    ] {
+        row(
+            title.to_owned(),
+            cells(&|n| {
+                let ratio = reader(variant, n)?.median / reader("pread-reuse", n)?.median;
+                Some(format!("{ratio:.2}×"))
+            }),
+        );
+    }
     for &interval in &args.intervals {
         row(
             format!("kernlet, whole process, `--housekeeping-interval {interval}s`"),
