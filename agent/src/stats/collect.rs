@@ -344,16 +344,10 @@ impl Collector {
             max_pid: std::fs::read_to_string(self.config.proc_root.join("sys/kernel/pid_max"))
                 .ok()
                 .and_then(|t| t.trim().parse().ok()),
-            processes: std::fs::read_dir(&self.config.proc_root).ok().map(|d| {
-                d.flatten()
-                    .filter(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .bytes()
-                            .all(|b| b.is_ascii_digit())
-                    })
-                    .count() as i64
-            }),
+            // The kubelet's `rlimit.curproc`: sysinfo(2)'s process count, no /proc walk.
+            processes: nix::sys::sysinfo::sysinfo()
+                .ok()
+                .map(|info| i64::from(info.process_count())),
         };
         self.previous_node = sample;
         entry
