@@ -97,8 +97,18 @@ fn memory_pids_and_io_files_are_read() -> Result<()> {
     assert_eq!(memory.max, Some(16 * MIB));
     assert_eq!(memory.swap_max, Some(0));
 
-    // Kept memory files of a removed cgroup read as gone too.
-    fs::remove_dir(cgroup.path()).context("removing the empty test cgroup")?;
+    // Kept memory files of a removed cgroup read as gone too. The OOM kill took `sh`; the rest
+    // of its pipeline may still be exiting, so kill what is left and retry while it drains.
+    fs::write(cgroup.path().join("cgroup.kill"), "1")?;
+    let mut removed = fs::remove_dir(cgroup.path());
+    for _ in 0..50 {
+        if removed.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        removed = fs::remove_dir(cgroup.path());
+    }
+    removed.context("removing the emptied test cgroup")?;
     assert_eq!(kept.read(&mut texts)?, CgroupRead::Gone);
     Ok(())
 }
