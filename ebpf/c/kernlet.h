@@ -4,7 +4,7 @@
 #ifndef KERNLET_H
 #define KERNLET_H
 
-#define CGROUP_ENTRIES 16384
+#define CGROUP_ENTRIES 4096
 #define HIST_BUCKETS 32
 
 struct hist {
@@ -31,13 +31,15 @@ _Static_assert(sizeof(struct hist) == 264, "struct hist must match kernlet-ebpf-
 _Static_assert(sizeof(struct block_counters) == 296, "struct block_counters must match kernlet-ebpf-common");
 _Static_assert(sizeof(struct oom_counters) == 32, "struct oom_counters must match kernlet-ebpf-common");
 
-/* Hash maps keyed by cgroup id are allocated on first use (BPF_F_NO_PREALLOC, allowed in tracing
- * programs since 6.1's BPF memory allocator) so 16k cgroups cost nothing until they exist. */
+/* Hash maps keyed by cgroup id are preallocated, the safe kind for programs on scheduler and
+ * block hooks: they keep the BPF memory allocator (BPF_F_NO_PREALLOC, 6.1) out of those hooks. With
+ * it, the node VM's 6.1 kernel once soft-locked a kernlet thread during an OOM test (CI,
+ * 2026-11-21; not root-caused). 4096 live cgroups (dead ones are pruned every 30 s) keep the three
+ * maps near 3 MiB. */
 #define CGROUP_HASH(name, value_type)                       \
 	struct {                                            \
 		__uint(type, BPF_MAP_TYPE_HASH);            \
 		__uint(max_entries, CGROUP_ENTRIES);        \
-		__uint(map_flags, BPF_F_NO_PREALLOC);       \
 		__type(key, __u64);                         \
 		__type(value, value_type);                  \
 	} name SEC(".maps")
