@@ -5,7 +5,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, PoisonError},
 };
 
 use tokio::sync::watch;
@@ -17,13 +17,16 @@ use crate::{
     cri::{CriConfig, CriError, Runtime},
     ebpf::{ProbeOptions, Probes},
     node,
-    pod::source::{Snapshot, StaticPodSource},
+    pod::{
+        PodStore,
+        source::{Snapshot, StaticPodSource},
+        store::follow_snapshots,
+    },
     reconcile::{
         execute::Executor,
         manager,
         pleg::{self, Wakers},
         spec::{Allocatable, DnsSettings, NodeContext, ResolvConf},
-        worker::StatusSink,
     },
     server::{self, Providers},
     stats::{
@@ -32,6 +35,7 @@ use crate::{
         store::StatsStore,
     },
     status::store::StatusStore,
+    supervise::{Faults, TaskRestarts, supervise},
 };
 
 /// Where the cgroup hierarchy is mounted.
@@ -112,11 +116,27 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
         stats.clone(),
     );
 
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(collector.run(cancel.clone()));
+    let restarts = Arc::new(TaskRestarts::default());
+    metrics.track_task_restarts(restarts.clone());
+    let supervisor = Supervisor {
+        restarts: restarts.clone(),
+        cancel: cancel.clone(),
+        tasks: tokio::task::JoinSet::new(),
+    };
+    let mut supervisor = supervisor;
+
+    let collector = Arc::new(tokio::sync::Mutex::new(collector));
+    supervisor.spawn("stats", {
+        let cancel = cancel.clone();
+        move || {
+            let (collector, cancel) = (collector.clone(), cancel.clone());
+            async move { collector.lock().await.run(cancel).await }
+        }
+    });
     if config.enable_server {
         let addr = SocketAddr::new(config.address, config.port);
-        let listener = server::bind(addr).await?;
+        // Bound here so that a port in use stops kernlet at once; a restarted server binds again.
+        let first = Arc::new(std::sync::Mutex::new(Some(server::bind(addr).await?)));
         tracing::info!(%addr, "serving the kubelet API: /pods, /healthz, /stats/summary, /metrics/*");
         let providers = Providers {
             pods: store.clone(),
@@ -124,32 +144,103 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
             metrics: metrics.clone(),
         };
         let cancel = cancel.clone();
-        tasks.spawn(async move {
-            if let Err(error) = server::serve(listener, providers, cancel).await {
-                tracing::error!(%error, "http server stopped");
+        supervisor.spawn("server", move || {
+            let (first, providers, cancel) = (first.clone(), providers.clone(), cancel.clone());
+            async move {
+                let taken = first.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let listener = match taken {
+                    Some(listener) => listener,
+                    None => match server::bind(addr).await {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::error!(%error, "http server cannot listen again");
+                            return;
+                        }
+                    },
+                };
+                if let Err(error) = server::serve(listener, providers, cancel).await {
+                    tracing::error!(%error, "http server stopped");
+                }
             }
         });
     }
-    tasks.spawn(pleg::run(runtime.clone(), wakers.clone(), cancel.clone()));
+    supervisor.spawn("pleg", {
+        let (runtime, wakers, cancel) = (runtime.clone(), wakers.clone(), cancel.clone());
+        move || pleg::run(runtime.clone(), wakers.clone(), cancel.clone())
+    });
     if let Some(rotation) = crate::logs::LogRotation::from_config(&config) {
-        tasks.spawn(crate::logs::run(runtime.clone(), rotation, cancel.clone()));
+        let (runtime, cancel) = (runtime.clone(), cancel.clone());
+        supervisor.spawn("log-rotation", move || {
+            crate::logs::run(runtime.clone(), rotation, cancel.clone())
+        });
     }
-    let (tx, rx) = watch::channel(Snapshot::default());
+    let pods = Arc::new(PodStore::default());
     if let Some(path) = config.static_pod_path.clone() {
+        pods.register(FILE_SOURCE);
         let source = StaticPodSource::new(path, config.node_name.clone());
         metrics.track_manifest_errors(source.manifest_errors_counter());
-        tasks.spawn(source.run(tx, cancel.clone()));
+        let (pods, cancel) = (pods.clone(), cancel.clone());
+        supervisor.spawn("static-pod-source", move || {
+            let (source, pods, cancel) = (source.clone(), pods.clone(), cancel.clone());
+            async move {
+                let (tx, rx) = watch::channel(Snapshot::default());
+                tokio::join!(
+                    source.run(tx, cancel.clone()),
+                    follow_snapshots(rx, pods, FILE_SOURCE, cancel),
+                );
+            }
+        });
     } else {
         tracing::info!("no staticPodPath and no API server: nothing to run");
-        drop(tx);
     }
-    let sink: Arc<dyn StatusSink> = store;
-    tasks.spawn(manager::run(rx, executor, sink, wakers, cancel.clone()));
+    let manager = Arc::new(manager::Context {
+        executor,
+        status: store,
+        wakers,
+        restarts,
+        faults: Arc::new(faults()),
+    });
+    supervisor.spawn("manager", {
+        let cancel = cancel.clone();
+        move || manager::run(pods.clone(), manager.clone(), cancel.clone())
+    });
 
     cancel.cancelled().await;
-    while tasks.join_next().await.is_some() {}
+    while supervisor.tasks.join_next().await.is_some() {}
     tracing::info!("kernlet stopped; pods keep running in the runtime");
     Ok(())
+}
+
+/// The name the static pod source feeds the pod store under (upstream's `kubetypes.FileSource`).
+const FILE_SOURCE: &str = "file";
+
+/// The daemon's long-lived tasks, each restarted when it fails (see [`crate::supervise`]).
+struct Supervisor {
+    restarts: Arc<TaskRestarts>,
+    cancel: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Supervisor {
+    fn spawn<F, Fut>(&mut self, task: &'static str, make: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(supervise(
+            task,
+            self.restarts.clone(),
+            self.cancel.clone(),
+            make,
+        ));
+    }
+}
+
+/// The test-only faults of `KERNLET_FAULT_INJECT` (none when unset).
+fn faults() -> Faults {
+    std::env::var("KERNLET_FAULT_INJECT")
+        .map(|spec| Faults::parse(&spec))
+        .unwrap_or_default()
 }
 
 /// The cgroup v2 hierarchy: `/sys/fs/cgroup`, or its `unified` part on a hybrid host.

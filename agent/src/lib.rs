@@ -15,3 +15,4 @@ pub mod reconcile;
 pub mod server;
 pub mod stats;
 pub mod status;
+pub mod supervise;

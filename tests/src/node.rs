@@ -120,8 +120,9 @@ impl TestNode {
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
         self.kernlet = Some(child);
-        self.wait_until("kernlet serves /pods", Duration::from_secs(30), |node| {
-            Ok(node.get("/healthz").is_ok())
+        // /pods answers 200 once kernlet knows every pod it runs (503 before).
+        self.wait_until("kernlet serves /pods", Duration::from_mins(1), |node| {
+            Ok(node.get("/pods").is_ok())
         })
     }
 

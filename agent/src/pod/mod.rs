@@ -11,13 +11,17 @@
 //! - `validation`: what upstream refuses in a static pod (`ValidatePodCreate`, API references).
 //! - [`defaults`]: upstream's core/v1 API defaults (`pkg/apis/core/v1/defaults.go`) and the
 //!   static-pod treatment of `applyDefaults` (name, namespace, UID, annotations, toleration).
+//! - [`store`]: the desired pods of every source by UID, with deletion state, a change feed and
+//!   the sources-ready gate that keeps start-up from treating unlisted pods as orphans.
 //! - `watch`: the inotify watches behind the source, coalesced into "re-read now" signals.
 
 pub mod defaults;
 pub mod manifest;
 pub mod source;
+pub mod store;
 mod validation;
 mod watch;
 
 pub use manifest::ManifestError;
 pub use source::{Snapshot, StaticPodSource};
+pub use store::{DesiredPod, PodStore};

@@ -65,6 +65,8 @@ pub struct Snapshot {
     pub pods: Vec<Pod>,
     /// What is wrong with the files that gave no pod, sorted by file.
     pub errors: Vec<ManifestError>,
+    /// The path itself could not be listed: `pods` are the last ones read, not a complete list.
+    pub unreadable: bool,
 }
 
 /// Reads and watches `staticPodPath` for one node.
@@ -220,6 +222,35 @@ async fn wait_to_retry(
     true
 }
 
+/// Sets each pod's `config.seen` annotation: the time its UID was first seen, kept for as long as
+/// it stays; `seen_by_uid` becomes this scan's.
+fn annotate_seen(seen_by_uid: &mut HashMap<String, String>, pods: &mut [Pod]) {
+    let now = seen_timestamp();
+    for pod in pods.iter_mut() {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let seen = seen_by_uid
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| now.clone());
+        pod.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(CONFIG_SEEN_ANNOTATION.to_owned(), seen);
+    }
+    *seen_by_uid = pods
+        .iter()
+        .filter_map(|pod| {
+            let uid = pod.metadata.uid.clone()?;
+            let seen = pod
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(CONFIG_SEEN_ANNOTATION)?;
+            Some((uid, seen.clone()))
+        })
+        .collect();
+}
+
 impl Inner {
     fn scan(&self) -> Snapshot {
         let listing = self.list();
@@ -228,6 +259,7 @@ impl Inner {
         let mut errors = Vec::new();
         let mut broken = Vec::new();
         let mut single_ok = false;
+        let unreadable = matches!(listing, Listing::Unreadable(_));
         match listing {
             Listing::Missing => {
                 tracing::debug!(path = %self.path.display(), "static pod path does not exist");
@@ -294,28 +326,7 @@ impl Inner {
         }
         state.broken = now_broken;
 
-        // config.seen: the time a UID was first seen, kept for as long as it stays.
-        let now = seen_timestamp();
-        for pod in &mut pods {
-            let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let seen = state.seen.get(&uid).cloned().unwrap_or_else(|| now.clone());
-            pod.metadata
-                .annotations
-                .get_or_insert_with(Default::default)
-                .insert(CONFIG_SEEN_ANNOTATION.to_owned(), seen);
-        }
-        state.seen = pods
-            .iter()
-            .filter_map(|pod| {
-                let uid = pod.metadata.uid.clone()?;
-                let seen = pod
-                    .metadata
-                    .annotations
-                    .as_ref()?
-                    .get(CONFIG_SEEN_ANNOTATION)?;
-                Some((uid, seen.clone()))
-            })
-            .collect();
+        annotate_seen(&mut state.seen, &mut pods);
         if single_ok {
             state.last_single = pods.first().cloned();
         }
@@ -323,7 +334,11 @@ impl Inner {
         pods.sort_by(|a, b| a.metadata.uid.cmp(&b.metadata.uid));
         errors.sort_by(|a, b| a.path.cmp(&b.path));
         state.last_pods.clone_from(&pods);
-        Snapshot { pods, errors }
+        Snapshot {
+            pods,
+            errors,
+            unreadable,
+        }
     }
 
     fn list(&self) -> Listing {

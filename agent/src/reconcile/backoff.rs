@@ -59,6 +59,26 @@ impl Backoff {
         );
     }
 
+    /// Rebuilds the entry of a container that has been restarted `restarts` times, the last time
+    /// at `last_restart` (its newest instance's creation), as if [`Backoff::next`] had been
+    /// called at each restart: how a restarted kernlet continues a crash loop from the runtime's
+    /// restart-count annotation instead of starting it over. An existing entry is kept.
+    pub fn recover(&mut self, key: &str, restarts: u32, last_restart: Nanos) {
+        if restarts == 0 || self.entries.contains_key(key) {
+            return;
+        }
+        let delay = INITIAL
+            .checked_mul(2_u32.saturating_pow(restarts - 1))
+            .map_or(MAX, |d| d.min(MAX));
+        self.entries.insert(
+            key.to_owned(),
+            Entry {
+                delay,
+                last_update: last_restart,
+            },
+        );
+    }
+
     /// The current delay for `key`, if any.
     #[must_use]
     pub fn delay(&self, key: &str) -> Option<Duration> {
@@ -115,6 +135,39 @@ mod tests {
         backoff.next("img", 50 * S);
         assert_eq!(backoff.blocked_since_update("img", 55 * S), Some(60 * S));
         assert_eq!(backoff.blocked_since_update("img", 60 * S), None);
+    }
+
+    #[test]
+    fn recover_continues_where_the_restarts_left_off() {
+        // The same history with and without a kernlet restart: 4 restarts, the last at 100 s.
+        let mut lived = Backoff::default();
+        for t in [10, 30, 60, 100] {
+            lived.next("c", t * S);
+        }
+        let mut recovered = Backoff::default();
+        recovered.recover("c", 4, 100 * S);
+        assert_eq!(recovered, lived);
+        assert_eq!(
+            recovered.blocked_until("c", 101 * S, 102 * S),
+            Some(181 * S)
+        );
+
+        let mut fresh = Backoff::default();
+        fresh.recover("c", 0, 100 * S);
+        assert_eq!(
+            fresh.delay("c"),
+            None,
+            "never restarted: nothing to back off"
+        );
+        fresh.recover("long", 40, 0);
+        assert_eq!(fresh.delay("long"), Some(MAX));
+        fresh.next("c", 5 * S);
+        fresh.recover("c", 9, 6 * S);
+        assert_eq!(fresh.delay("c"), Some(INITIAL), "a live entry is kept");
+        // Recovered long after the last restart: forgotten, as the live entry would be.
+        let mut old = Backoff::default();
+        old.recover("c", 6, 0);
+        assert_eq!(old.blocked_until("c", 650 * S, 700 * S), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     backoff::Backoff,
     observe::Observer,
-    plan::{BackingOff, Desired, plan},
+    plan::{BackingOff, Desired, backoff_key, plan},
     state::{Nanos, PodRuntime, Waiting},
 };
 use crate::cri::Runtime;
@@ -49,6 +49,13 @@ pub struct Memory {
 pub trait StatusSink: Send + Sync {
     /// The pod as last observed; `None` when the pod is gone.
     fn publish(&self, uid: &str, report: Option<PodReport>);
+
+    /// Every pod source has listed its pods; `uids` are the pods desired then. The node's pod
+    /// list is complete once each of them has been published.
+    fn sources_ready(&self, _uids: &[String]) {}
+
+    /// The pods named in [`StatusSink::sources_ready`] took too long to report: stop waiting.
+    fn first_status_overdue(&self) {}
 }
 
 /// One pod's state for status computation.
@@ -86,6 +93,7 @@ pub async fn run(
     let mut runtime_view = Observer::default();
     let mut memory = Memory::default();
     let mut error_pause = ERROR_BACKOFF.0;
+    let mut adopted = false;
     let runtime: &Runtime = executor.runtime();
     loop {
         let want = desired.borrow_and_update().clone();
@@ -100,6 +108,10 @@ pub async fn run(
                 continue;
             }
         };
+        if !adopted {
+            adopted = true;
+            recover_backoff(&uid, &observed, &mut memory.restarts);
+        }
         let now = now_nanos();
         let (desired_now, pod) = match &want {
             DesiredState::Run(pod) => (Desired::Run(pod), Some(pod.clone())),
@@ -173,6 +185,22 @@ pub async fn run(
             return;
         }
         error_pause = (error_pause * 2).min(ERROR_BACKOFF.1);
+    }
+}
+
+/// Continues the crash-loop backoff of containers found in the runtime (a kernlet restart):
+/// each container's newest instance says how often it was restarted and when last.
+fn recover_backoff(uid: &str, observed: &PodRuntime, backoff: &mut Backoff) {
+    let names: std::collections::BTreeSet<&str> = observed
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    for name in names {
+        if let Some(latest) = observed.latest_anywhere(name) {
+            let key = backoff_key(uid, name, &latest.hash);
+            backoff.recover(&key, latest.restart_count, latest.created_at);
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! - `GET /pods`: the pods bound to this node as a `v1.PodList` (`getPods` / `encodePods`):
 //!   `{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[...]}`, the items without their
 //!   own `kind` / `apiVersion`, as Go's codec writes a typed list, and a trailing newline;
+//!   503 while kernlet starts and the list could still miss running pods;
 //! - `GET /healthz`: `ok`;
 //! - `GET` or `POST /stats/summary` (`pkg/kubelet/server/stats/handler.go`): the
 //!   [`Summary`] as pretty JSON; `only_cpu_and_memory=true` (in the query, or in a
@@ -56,6 +57,12 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// The pods `GET /pods` lists, each with its status filled in; the daemon keeps it current.
 pub trait PodsProvider: Send + Sync + 'static {
     fn pods(&self) -> Vec<Pod>;
+
+    /// False while the list may miss pods that run (kernlet starting: sources not yet read or
+    /// pods not yet observed); `/pods` then answers 503 rather than an incomplete list.
+    fn complete(&self) -> bool {
+        true
+    }
 }
 
 impl<F> PodsProvider for F
@@ -299,6 +306,11 @@ fn route(
         "/stats/summary" if method != Method::GET && method != Method::POST => {
             method_not_allowed("GET, POST")
         }
+        "/pods" if !providers.pods.complete() => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "kernlet is starting: the pod list is not complete yet\n",
+        ),
         "/pods" => match encode_pod_list(&providers.pods.pods()) {
             Ok(body) => respond(StatusCode::OK, "application/json", body),
             Err(error) => {

@@ -133,8 +133,8 @@ impl Collector {
         }
     }
 
-    /// Collects every interval until `cancel`; the probes are dropped (detached) on return.
-    pub async fn run(mut self, cancel: CancellationToken) {
+    /// Collects every interval until `cancel`.
+    pub async fn run(&mut self, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

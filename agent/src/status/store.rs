@@ -1,12 +1,24 @@
 //! The latest status of every pod, as workers report it: computed once per report (not per
-//! request) and served by `GET /pods`.
+//! request), served by `GET /pods`, and published to subscribers as a change feed.
+//!
+//! The feed is per subscriber and coalesced per pod UID: a subscriber that is slow to read gets
+//! each changed UID once, whatever the number of changes in between, and then reads the current
+//! pod with [`StatusStore::get`]. A report that changes nothing (the same status again) notifies
+//! nobody. This is what the API status manager and mirror pods subscribe to.
+//!
+//! Completeness: after a restart the list is empty until workers have observed their pods. The
+//! reconcile manager says when every pod source has listed ([`StatusSink::sources_ready`]); the
+//! list is complete once each pod desired then has reported (or the wait is given up), and
+//! [`PodsProvider::complete`] is false until then, so `/pods` never shows a node without the
+//! pods it runs.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
 };
 
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use tokio::sync::Notify;
 
 use super::{StatusInput, pod_status};
 use crate::{
@@ -19,7 +31,47 @@ use crate::{
 pub struct StatusStore {
     runtime_name: String,
     host_ips: Vec<IpAddr>,
-    pods: Mutex<BTreeMap<String, Pod>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pods: BTreeMap<String, Pod>,
+    /// `None` until the sources are listed; then the pods still to report.
+    awaiting: Option<HashSet<String>>,
+    subscribers: Vec<Weak<Subscriber>>,
+}
+
+#[derive(Debug, Default)]
+struct Subscriber {
+    changed: Mutex<BTreeSet<String>>,
+    notify: Notify,
+}
+
+/// One subscriber's view of the change feed.
+#[derive(Debug)]
+pub struct StatusFeed {
+    inner: Arc<Subscriber>,
+}
+
+impl StatusFeed {
+    /// Waits until at least one pod's status changed (or the pod went away) since the last call,
+    /// and returns the UIDs that did, each once.
+    pub async fn changed(&mut self) -> Vec<String> {
+        loop {
+            let taken = std::mem::take(
+                &mut *self
+                    .inner
+                    .changed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            if !taken.is_empty() {
+                return taken.into_iter().collect();
+            }
+            self.inner.notify.notified().await;
+        }
+    }
 }
 
 impl StatusStore {
@@ -28,19 +80,59 @@ impl StatusStore {
         Self {
             runtime_name,
             host_ips,
-            pods: Mutex::default(),
+            state: Mutex::default(),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new subscriber to status changes; it sees changes made from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> StatusFeed {
+        let inner = Arc::new(Subscriber::default());
+        self.lock().subscribers.push(Arc::downgrade(&inner));
+        StatusFeed { inner }
+    }
+
+    /// Pod `uid` with its latest status, if it is known.
+    #[must_use]
+    pub fn get(&self, uid: &str) -> Option<Pod> {
+        self.lock().pods.get(uid).cloned()
+    }
+
+    fn changed(state: &mut State, uid: &str) {
+        if let Some(awaiting) = &mut state.awaiting {
+            awaiting.remove(uid);
+        }
+        state.subscribers.retain(|weak| {
+            let Some(subscriber) = weak.upgrade() else {
+                return false;
+            };
+            subscriber
+                .changed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(uid.to_owned());
+            subscriber.notify.notify_one();
+            true
+        });
     }
 }
 
 impl StatusSink for StatusStore {
     fn publish(&self, uid: &str, report: Option<PodReport>) {
-        let mut pods = self.pods.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         let Some(report) = report else {
-            pods.remove(uid);
+            if state.pods.remove(uid).is_some() {
+                Self::changed(&mut state, uid);
+            } else if let Some(awaiting) = &mut state.awaiting {
+                awaiting.remove(uid);
+            }
             return;
         };
-        let previous = pods.get(uid).and_then(|p| p.status.clone());
+        let previous = state.pods.get(uid).and_then(|p| p.status.clone());
         let status = pod_status(&StatusInput {
             pod: &report.pod,
             runtime: &report.runtime,
@@ -59,18 +151,127 @@ impl StatusSink for StatusStore {
         });
         let mut pod = (*report.pod).clone();
         pod.status = Some(status);
-        pods.insert(uid.to_owned(), pod);
+        if state.pods.get(uid) == Some(&pod) {
+            // Reported, so no longer awaited, but nothing changed for subscribers.
+            if let Some(awaiting) = &mut state.awaiting {
+                awaiting.remove(uid);
+            }
+            return;
+        }
+        state.pods.insert(uid.to_owned(), pod);
+        Self::changed(&mut state, uid);
+    }
+
+    fn sources_ready(&self, uids: &[String]) {
+        let mut state = self.lock();
+        let awaiting = uids
+            .iter()
+            .filter(|uid| !state.pods.contains_key(*uid))
+            .cloned()
+            .collect();
+        state.awaiting = Some(awaiting);
+    }
+
+    fn first_status_overdue(&self) {
+        let mut state = self.lock();
+        if let Some(awaiting) = state.awaiting.as_mut().filter(|a| !a.is_empty()) {
+            tracing::warn!(pods = ?awaiting, "no first status from these pods in time; /pods lists the others");
+            awaiting.clear();
+        }
     }
 }
 
 impl PodsProvider for StatusStore {
     fn pods(&self) -> Vec<Pod> {
-        let pods = self.pods.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut list: Vec<Pod> = pods.values().cloned().collect();
+        let mut list: Vec<Pod> = self.lock().pods.values().cloned().collect();
         list.sort_by(|a, b| {
             let key = |p: &Pod| (p.metadata.namespace.clone(), p.metadata.name.clone());
             key(a).cmp(&key(b))
         });
         list
+    }
+
+    fn complete(&self) -> bool {
+        self.lock().awaiting.as_ref().is_some_and(HashSet::is_empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::{
+        api::core::v1::{Container, PodSpec},
+        apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    };
+
+    use super::*;
+    use crate::reconcile::state::PodRuntime;
+
+    fn report(uid: &str, image: &str) -> PodReport {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("pod-{uid}")),
+                namespace: Some("default".into()),
+                uid: Some(uid.into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "main".into(),
+                    image: Some(image.into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        PodReport {
+            pod: Arc::new(pod),
+            runtime: PodRuntime::default(),
+            waiting: HashMap::new(),
+            backing_off: Vec::new(),
+            terminating: false,
+        }
+    }
+
+    fn store() -> StatusStore {
+        StatusStore::new("containerd".into(), Vec::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_feed_coalesces_per_uid_and_skips_unchanged_reports() {
+        let store = store();
+        let mut feed = store.subscribe();
+        store.publish("a", Some(report("a", "one")));
+        store.publish("a", Some(report("a", "two")));
+        store.publish("b", Some(report("b", "one")));
+        assert_eq!(feed.changed().await, ["a", "b"]);
+        store.publish("b", Some(report("b", "one")));
+        let quiet = tokio::time::timeout(Duration::from_secs(1), feed.changed()).await;
+        assert!(quiet.is_err(), "an unchanged status notified: {quiet:?}");
+        store.publish("a", None);
+        assert_eq!(feed.changed().await, ["a"]);
+        assert!(store.get("a").is_none());
+        assert!(store.get("b").is_some());
+    }
+
+    #[test]
+    fn the_list_is_complete_once_every_pod_known_at_start_has_reported() {
+        let store = store();
+        assert!(!store.complete(), "sources not listed yet");
+        store.publish("a", Some(report("a", "one")));
+        store.sources_ready(&["a".into(), "b".into(), "c".into()]);
+        assert!(!store.complete());
+        store.publish("b", Some(report("b", "one")));
+        assert!(!store.complete(), "c is missing");
+        store.publish("c", None);
+        assert!(store.complete(), "a pod reported gone counts as reported");
+
+        let late = self::store();
+        late.sources_ready(&["x".into()]);
+        assert!(!late.complete());
+        late.first_status_overdue();
+        assert!(late.complete(), "given up waiting");
     }
 }

@@ -9,6 +9,7 @@
 //! | `kernlet_stats_collection_duration_seconds` | histogram | | one collection round |
 //! | `kernlet_cri_request_duration_seconds` | histogram | `method` | one CRI call |
 //! | `kernlet_static_pod_manifest_errors_total` | counter | | `StaticPodSource::manifest_errors_counter` |
+//! | `kernlet_task_restarts_total` | counter | `task` | `supervise::TaskRestarts` (panics, early exits) |
 //!
 //! The eBPF run statistics are cumulative in the kernel (and only advance while
 //! `kernel.bpf_stats_enabled` is 1), so they are set, not incremented. The CRI buckets are
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{Desc, Families, HistogramValue, MetricsError};
+use crate::supervise::TaskRestarts;
 
 const PROGRAM_LOADED: Desc = Desc::gauge(
     "kernlet_ebpf_program_loaded",
@@ -43,6 +45,11 @@ const CRI: Desc = Desc::histogram(
 const MANIFEST_ERRORS: Desc = Desc::counter(
     "kernlet_static_pod_manifest_errors_total",
     "Cumulative count of static pod manifests found broken.",
+);
+
+const TASK_RESTARTS: Desc = Desc::counter(
+    "kernlet_task_restarts_total",
+    "Cumulative count of supervised tasks (pod workers and agent loops) restarted after a panic or an early exit.",
 );
 
 /// 0.005 s × 2.5^i for i in 0..14, as upstream's runtime operation histogram.
@@ -123,6 +130,7 @@ struct State {
     collection: Option<Buckets>,
     cri: BTreeMap<String, Buckets>,
     manifest_errors: Option<Arc<AtomicU64>>,
+    task_restarts: Option<Arc<TaskRestarts>>,
 }
 
 /// kernlet's own metrics, shared between the daemon's tasks and the server.
@@ -179,6 +187,11 @@ impl Metrics {
         self.state().manifest_errors = Some(counter);
     }
 
+    /// Exposes the supervisor's restart counts.
+    pub fn track_task_restarts(&self, restarts: Arc<TaskRestarts>) {
+        self.state().task_restarts = Some(restarts);
+    }
+
     /// The `/metrics` body.
     pub fn render(&self) -> Result<String, MetricsError> {
         let mut out = Families::default();
@@ -202,6 +215,12 @@ impl Metrics {
         if let Some(counter) = &state.manifest_errors {
             let errors = counter.load(Ordering::Relaxed);
             out.sample(&MANIFEST_ERRORS, Vec::new(), errors as f64, None);
+        }
+        if let Some(restarts) = &state.task_restarts {
+            for (task, count) in restarts.counts() {
+                let labels = vec![("task", task.to_owned())];
+                out.sample(&TASK_RESTARTS, labels, count as f64, None);
+            }
         }
         drop(state);
         out.encode()
