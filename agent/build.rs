@@ -180,6 +180,11 @@ fn build_c(sources: &Path, out_dir: &Path) -> Result<(), String> {
         let output = Command::new(&clang)
             .args(["-target", "bpf", "-g", "-O2", "-Wall", "-Werror"])
             .arg(format!("-D__TARGET_ARCH_{arch}"))
+            // One size for the Rust and C cgroup maps: kernlet-ebpf-common's.
+            .arg(format!(
+                "-DKERNLET_CGROUP_ENTRIES={}",
+                kernlet_ebpf_common::CGROUP_ENTRIES
+            ))
             .arg("-I")
             .arg(&include)
             .arg("-I")

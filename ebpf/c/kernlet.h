@@ -4,7 +4,12 @@
 #ifndef KERNLET_H
 #define KERNLET_H
 
-#define CGROUP_ENTRIES 4096
+/* Entries of every CGROUP_* map: kernlet-ebpf-common's CGROUP_ENTRIES, which agent/build.rs passes
+ * as -DKERNLET_CGROUP_ENTRIES so the Rust and C maps cannot disagree. */
+#ifndef KERNLET_CGROUP_ENTRIES
+#error "KERNLET_CGROUP_ENTRIES is not set: build through agent/build.rs"
+#endif
+#define CGROUP_ENTRIES KERNLET_CGROUP_ENTRIES
 #define HIST_BUCKETS 32
 
 struct hist {

@@ -93,7 +93,7 @@ fn every_program_loads_and_reports_its_state() -> Result<()> {
             "every_program_loads_and_reports_its_state",
             &format!(
                 "oom_kill (fentry) refused by this kernel: {}",
-                reason.trim()
+                reason.to_string().trim()
             ),
         );
     }

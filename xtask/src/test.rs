@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the whole suite, tier by tier, as CI runs it (`.ci/run` calls exactly this).
 //!
 //! Tiers (docs/dev.md has the details):
-//! - `lint`: rustfmt and clippy `-D warnings` on every crate, the eBPF crate included;
+//! - `lint`: rustfmt and clippy `-D warnings` on every crate, the eBPF crate included, and
+//!   rustdoc `-D warnings` (broken intra-doc links) on the workspace;
 //! - `unit`: `cargo test --workspace`, nothing needing root;
 //! - `host`: `tests/tests/host_*.rs` and `kernel_*.rs` with `--ignored`, on the host (root, real
 //!   containerd, runc and eBPF);
@@ -146,6 +147,10 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Broken intra-doc links are only warnings to rustdoc; fail on them here.
+    run(cargo()
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
     let mut bpf_clippy = Command::new("rustup");
     bpf_clippy
         .args([

@@ -5,7 +5,8 @@
 //!   1024 -> 39, 262144 -> 10000). Newer runc (>= 1.3.2) switched to a logarithmic mapping
 //!   (1024 -> 100); kernlet keeps the one the node's runtime applies to container cgroups, so pod
 //!   and container weights stay on one scale.
-//! - shares from milli-CPU: `MilliCPUToShares` ([`crate::reconcile::spec::milli_cpu_to_shares`]).
+//! - shares from milli-CPU: `MilliCPUToShares`
+//!   ([`crate::reconcile::spec::resources::milli_cpu_to_shares`]).
 //! - `cpu.max`: `"<quota> <period>"` or `"max <period>"` (libcontainer's `fs2` `setCpu`).
 //! - `memory.high` under `MemoryQoS` (KEP-2570, `kuberuntime_container_linux.go`):
 //!   `floor((request + factor * (limit - request)) / page) * page`, where the limit is the

@@ -1,6 +1,6 @@
 //! Loading and attaching: which program lives in which object and hooks where, and turning every
 //! failure into a [`ProgramState`] reason instead of an error.
-use std::{fmt, fs::File};
+use std::{fmt, fs::File, path::PathBuf};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -11,6 +11,45 @@ use aya::{
 };
 
 use super::{ProbeOptions, ProgramState, objects};
+
+/// Why one program did not load or attach. Clone and comparable so a [`ProgramState`] can be;
+/// aya's errors are neither, so their text (with the verifier log) is kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("the kernel's BTF is unreadable: {reason}")]
+    Btf { reason: String },
+    #[error("loading object {object}: {reason}")]
+    Object { object: String, reason: String },
+    #[error("program {name} is not in the object")]
+    MissingProgram { name: String },
+    #[error("the kernel refused the program: {io_error}\n{verifier_log}")]
+    Refused {
+        io_error: String,
+        verifier_log: String,
+    },
+    /// Any other aya failure, with its cause chain (the errno is only there).
+    #[error("{reason}")]
+    Program { reason: String },
+    #[error("tracepoint {tracepoint}: {source}")]
+    Tracepoint {
+        tracepoint: &'static str,
+        source: Box<LoadError>,
+    },
+    #[error("function {function}: {source}")]
+    Function {
+        function: &'static str,
+        source: Box<LoadError>,
+    },
+    #[error("no cgroup to attach to: network counting is off (ProbeOptions::skb_cgroup)")]
+    NoSkbCgroup,
+    #[error("opening cgroup {}: {reason}", path.display())]
+    OpenCgroup { path: PathBuf, reason: String },
+    #[error("attaching to {}: {source}", path.display())]
+    AttachCgroup {
+        path: PathBuf,
+        source: Box<LoadError>,
+    },
+}
 
 /// The embedded objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +171,9 @@ pub(super) struct Loaded {
 /// Loads every object and attaches every program it can; never fails as a whole.
 pub(super) fn load_all(options: &ProbeOptions) -> Loaded {
     // tp_btf and fentry programs name their hook by BTF type id.
-    let btf = Btf::from_sys_fs().map_err(|e| format!("the kernel's BTF is unreadable: {e}"));
+    let btf = Btf::from_sys_fs().map_err(|e| LoadError::Btf {
+        reason: e.to_string(),
+    });
     let mut loaded = Loaded {
         rust: None,
         runqlat: None,
@@ -140,14 +181,17 @@ pub(super) fn load_all(options: &ProbeOptions) -> Loaded {
         oom: None,
         programs: Vec::with_capacity(PROGRAMS.len()),
     };
-    let mut statuses: Vec<(&'static str, Result<(), String>)> = Vec::new();
+    let mut statuses: Vec<(&'static str, Result<(), LoadError>)> = Vec::new();
     for object in Object::ALL {
         let mut ebpf = match EbpfLoader::new().load(object.bytes()) {
             Ok(ebpf) => Some(ebpf),
             Err(e) => {
-                let reason = format!("loading object {object}: {e}");
+                let error = LoadError::Object {
+                    object: object.to_string(),
+                    reason: e.to_string(),
+                };
                 for (name, _, _) in PROGRAMS.iter().filter(|(_, o, _)| *o == object) {
-                    statuses.push((name, Err(reason.clone())));
+                    statuses.push((name, Err(error.clone())));
                 }
                 None
             }
@@ -179,12 +223,14 @@ fn attach(
     ebpf: &mut Ebpf,
     name: &str,
     hook: Hook,
-    btf: Result<&Btf, &String>,
+    btf: Result<&Btf, &LoadError>,
     options: &ProbeOptions,
-) -> Result<(), String> {
+) -> Result<(), LoadError> {
     let program = ebpf
         .program_mut(name)
-        .ok_or_else(|| format!("program {name} is not in the object"))?;
+        .ok_or_else(|| LoadError::MissingProgram {
+            name: name.to_owned(),
+        })?;
     match hook {
         Hook::RawTracepoint(tracepoint) => {
             let program: &mut RawTracePoint = program.try_into().map_err(|e| describe(&e))?;
@@ -196,7 +242,10 @@ fn attach(
             let program: &mut BtfTracePoint = program.try_into().map_err(|e| describe(&e))?;
             program
                 .load(tracepoint, btf)
-                .map_err(|e| format!("tracepoint {tracepoint}: {}", describe(&e)))?;
+                .map_err(|e| LoadError::Tracepoint {
+                    tracepoint,
+                    source: Box::new(describe(&e)),
+                })?;
             program.attach().map_err(|e| describe(&e))?;
         }
         Hook::FEntry(function) => {
@@ -204,16 +253,18 @@ fn attach(
             let program: &mut FEntry = program.try_into().map_err(|e| describe(&e))?;
             program
                 .load(function, btf)
-                .map_err(|e| format!("function {function}: {}", describe(&e)))?;
+                .map_err(|e| LoadError::Function {
+                    function,
+                    source: Box::new(describe(&e)),
+                })?;
             program.attach().map_err(|e| describe(&e))?;
         }
         Hook::CgroupSkb(attach_type) => {
-            let path = options.skb_cgroup.as_ref().ok_or_else(|| {
-                "no cgroup to attach to: network counting is off (ProbeOptions::skb_cgroup)"
-                    .to_owned()
+            let path = options.skb_cgroup.as_ref().ok_or(LoadError::NoSkbCgroup)?;
+            let cgroup = File::open(path).map_err(|e| LoadError::OpenCgroup {
+                path: path.clone(),
+                reason: e.to_string(),
             })?;
-            let cgroup =
-                File::open(path).map_err(|e| format!("opening cgroup {}: {e}", path.display()))?;
             let program: &mut CgroupSkb = program.try_into().map_err(|e| describe(&e))?;
             program.load().map_err(|e| describe(&e))?;
             // On kernels >= 5.7 aya attaches with a bpf_link, which the kernel always attaches in
@@ -222,21 +273,25 @@ fn attach(
             // `AllowMultiple` and get EINVAL, so the mode here must be `Single` (flags 0).
             program
                 .attach(&cgroup, attach_type, CgroupAttachMode::Single)
-                .map_err(|e| format!("attaching to {}: {}", path.display(), describe(&e)))?;
+                .map_err(|e| LoadError::AttachCgroup {
+                    path: path.clone(),
+                    source: Box::new(describe(&e)),
+                })?;
         }
     }
     Ok(())
 }
 
-/// Error text with the verifier log when the kernel refused a program.
-fn describe(error: &ProgramError) -> String {
+/// aya's error kept as text, with the verifier log when the kernel refused a program.
+fn describe(error: &ProgramError) -> LoadError {
     match error {
         ProgramError::LoadError {
             io_error,
             verifier_log,
-        } => {
-            format!("the kernel refused the program: {io_error}\n{verifier_log}")
-        }
+        } => LoadError::Refused {
+            io_error: io_error.to_string(),
+            verifier_log: verifier_log.to_string(),
+        },
         other => {
             // aya's messages name the failed call; the cause (errno) is in the source chain.
             let mut text = other.to_string();
@@ -246,7 +301,7 @@ fn describe(error: &ProgramError) -> String {
                 text.push_str(&cause.to_string());
                 source = cause.source();
             }
-            text
+            LoadError::Program { reason: text }
         }
     }
 }

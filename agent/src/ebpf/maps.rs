@@ -282,15 +282,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_cgroup_map_is_in_its_object() {
+    fn every_cgroup_map_is_in_its_object_with_the_shared_size() {
         for map in &CGROUP_MAPS {
             let parsed = aya_obj::Object::parse(map.object.bytes());
             let Ok(parsed) = parsed else {
                 panic!("{} does not parse: {:?}", map.object, parsed.err());
             };
-            assert!(
-                parsed.maps.contains_key(map.name),
-                "{} is missing from {}",
+            let Some(declared) = parsed.maps.get(map.name) else {
+                panic!("{} is missing from {}", map.name, map.object);
+            };
+            // C and Rust maps take their size from kernlet-ebpf-common (agent/build.rs passes it to
+            // clang); a prebuilt KERNLET_EBPF_OBJECT could still disagree.
+            assert_eq!(
+                declared.max_entries(),
+                kernlet_ebpf_common::CGROUP_ENTRIES,
+                "{} in {} has the wrong number of entries",
                 map.name,
                 map.object
             );

@@ -27,6 +27,8 @@
 mod load;
 mod maps;
 
+pub use load::LoadError;
+
 use std::{
     collections::HashMap,
     os::fd::OwnedFd,
@@ -81,7 +83,7 @@ pub struct ProbeOptions {
 pub struct ProgramState {
     pub name: &'static str,
     /// `Err` holds the load or attach error, including the verifier log when there is one.
-    pub status: Result<(), String>,
+    pub status: Result<(), LoadError>,
 }
 
 impl ProgramState {

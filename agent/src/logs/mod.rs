@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 pub use rotate::{RotationOutcome, restore_rotated, rotate_file, rotation_timestamp};
 
 use crate::{
-    config::{KubeletConfig, parse_duration},
+    config::{DurationError, KubeletConfig, parse_duration},
     cri::{CriError, Runtime},
 };
 
@@ -88,8 +88,18 @@ pub enum LogError {
     },
     #[error("runtime could not reopen container log {}: {source}", path.display())]
     Reopen { path: PathBuf, source: CriError },
-    #[error("rotation of container log {} did not finish: {reason}", path.display())]
-    Interrupted { path: PathBuf, reason: String },
+    #[error("rotation of container log {} did not finish: {source}", path.display())]
+    Interrupted {
+        path: PathBuf,
+        source: tokio::task::JoinError,
+    },
+    // Why the MONITOR_INTERVAL_ENV override is ignored (the caller names the variable).
+    #[error("not valid utf-8")]
+    IntervalNotUtf8,
+    #[error("must be positive")]
+    IntervalNotPositive,
+    #[error(transparent)]
+    IntervalParse(#[from] DurationError),
 }
 
 /// The rotation policy: `containerLogMaxSize`, `containerLogMaxFiles` and the check interval.
@@ -160,12 +170,11 @@ impl LogRotation {
 }
 
 /// The value of [`MONITOR_INTERVAL_ENV`] as a positive duration.
-fn interval_from_env(value: Option<&str>) -> Result<Duration, String> {
-    let value = value.ok_or("not valid utf-8")?;
-    match parse_duration(value.trim()) {
-        Ok(interval) if interval.is_zero() => Err("must be positive".to_owned()),
-        Ok(interval) => Ok(interval),
-        Err(error) => Err(error.to_string()),
+fn interval_from_env(value: Option<&str>) -> Result<Duration, LogError> {
+    let value = value.ok_or(LogError::IntervalNotUtf8)?;
+    match parse_duration(value.trim())? {
+        interval if interval.is_zero() => Err(LogError::IntervalNotPositive),
+        interval => Ok(interval),
     }
 }
 
@@ -350,8 +359,8 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, LogError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|error| LogError::Interrupted {
+        .map_err(|source| LogError::Interrupted {
             path: log.to_owned(),
-            reason: error.to_string(),
+            source,
         })?
 }

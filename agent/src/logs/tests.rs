@@ -280,12 +280,24 @@ fn settings_follow_upstream_limits() {
 
 #[test]
 fn interval_override_parses_go_durations() {
-    assert_eq!(interval_from_env(Some("1s")), Ok(Duration::from_secs(1)));
     assert_eq!(
-        interval_from_env(Some("250ms")),
-        Ok(Duration::from_millis(250))
+        interval_from_env(Some("1s")).ok(),
+        Some(Duration::from_secs(1))
     );
-    assert!(interval_from_env(Some("0s")).is_err());
-    assert!(interval_from_env(Some("soon")).is_err());
-    assert!(interval_from_env(None).is_err());
+    assert_eq!(
+        interval_from_env(Some("250ms")).ok(),
+        Some(Duration::from_millis(250))
+    );
+    assert!(matches!(
+        interval_from_env(Some("0s")),
+        Err(LogError::IntervalNotPositive)
+    ));
+    assert!(matches!(
+        interval_from_env(Some("soon")),
+        Err(LogError::IntervalParse(_))
+    ));
+    assert!(matches!(
+        interval_from_env(None),
+        Err(LogError::IntervalNotUtf8)
+    ));
 }

@@ -1,4 +1,4 @@
-//! One task per pod UID: observe the runtime, [`plan`](super::plan::plan), publish the pod's
+//! One task per pod UID: observe the runtime, [`plan`], publish the pod's
 //! status, execute the plan through CRI, and sleep until something can change the answer — a
 //! PLEG wake-up, a new desired state, or the earliest backoff expiry. No periodic sync.
 //!

@@ -333,7 +333,7 @@ impl Collector {
         let now = SystemTime::now();
         let entry = NodeEntry {
             name: self.config.node_name.clone(),
-            start_time: uptime.and_then(|u| now.checked_sub(Duration::from_secs_f64(u))),
+            start_time: uptime.and_then(|u| boot_time(now, u)),
             time: Some(now),
             cpu: cpu.or_else(|| Some(node_cpu(sample.as_ref()?, previous.as_ref()))),
             memory,
@@ -428,9 +428,9 @@ fn node_cpu(sample: &NodeSample, previous: Option<&NodeSample>) -> CpuStats {
     const TICK_NS: u64 = 10_000_000;
     let total = sample.cpu.busy().saturating_mul(TICK_NS);
     let rate = previous.and_then(|p| {
-        let elapsed = sample.time.duration_since(p.time).ok()?.as_nanos() as u64;
+        let elapsed = sample.time.duration_since(p.time).ok()?.as_nanos();
         let used = total.checked_sub(p.cpu.busy().saturating_mul(TICK_NS))?;
-        (elapsed > 0).then(|| used * 1_000_000_000 / elapsed)
+        nano_cores(used, elapsed)
     });
     CpuStats {
         time: Time(Some(sample.time)),
@@ -438,6 +438,21 @@ fn node_cpu(sample: &NodeSample, previous: Option<&NodeSample>) -> CpuStats {
         usage_nano_cores: rate,
         ..CpuStats::default()
     }
+}
+
+/// Core-nanoseconds per second from `used` core-nanoseconds over `elapsed` nanoseconds, in u128:
+/// `used * 1e9` leaves u64 above ~18 busy core-seconds per interval (as `convert` does).
+fn nano_cores(used: u64, elapsed: u128) -> Option<u64> {
+    if elapsed == 0 {
+        return None;
+    }
+    u64::try_from(u128::from(used) * 1_000_000_000 / elapsed).ok()
+}
+
+/// When the node booted, from `/proc/uptime`'s seconds; `None` for a NaN, negative, infinite or
+/// too large uptime (`Duration::from_secs_f64` would panic on those).
+fn boot_time(now: SystemTime, uptime_secs: f64) -> Option<SystemTime> {
+    now.checked_sub(Duration::try_from_secs_f64(uptime_secs).ok()?)
 }
 
 /// The limits the pod spec gives container `name`, as cAdvisor reports a container's spec.
@@ -470,5 +485,58 @@ fn container_spec(pod: &Pod, name: &str) -> ContainerSpec {
         cpu_shares: Some(milli_cpu_to_shares(shares) as u64),
         memory_limit: resources.limits.memory_bytes.map(|m| m as u64),
         ..ContainerSpec::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::{boot_time, nano_cores, node_cpu};
+    use crate::stats::{
+        cgroupfs::{MemInfo, NodeSample, ProcStatCpu},
+        model::Pressure,
+    };
+
+    fn sample(at: SystemTime, busy_ticks: u64) -> NodeSample {
+        NodeSample {
+            time: at,
+            cpu: ProcStatCpu {
+                user: busy_ticks,
+                ..ProcStatCpu::default()
+            },
+            memory: MemInfo::default(),
+            pressure: Pressure::default(),
+        }
+    }
+
+    #[test]
+    fn node_cpu_rate_of_many_busy_cores_does_not_overflow() {
+        // 256 cores busy for a 10 s interval: 2560 core-seconds, far above u64's ~18.4 at 1e9.
+        let then = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let now = then + Duration::from_secs(10);
+        let previous = sample(then, 1_000);
+        let current = sample(now, 1_000 + 256 * 10 * 100);
+        let cpu = node_cpu(&current, Some(&previous));
+        assert_eq!(cpu.usage_nano_cores, Some(256 * 1_000_000_000));
+    }
+
+    #[test]
+    fn nano_cores_is_none_without_elapsed_time_or_when_it_cannot_fit() {
+        assert_eq!(nano_cores(5, 0), None);
+        assert_eq!(nano_cores(u64::MAX, 1), None);
+        assert_eq!(nano_cores(u64::MAX, 1_000_000_000), Some(u64::MAX));
+    }
+
+    #[test]
+    fn boot_time_of_a_nonsense_uptime_is_none_not_a_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        for uptime in [f64::NAN, -1.0, f64::INFINITY, f64::NEG_INFINITY, 1e300] {
+            assert_eq!(boot_time(now, uptime), None, "uptime {uptime}");
+        }
+        assert_eq!(
+            boot_time(now, 1_000.5),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(8_999_500))
+        );
     }
 }

@@ -7,9 +7,11 @@
 //! same layouts in `ebpf/c/kernlet.h`; the size constants below are checked against both.
 #![no_std]
 
-/// Entries of every map keyed by cgroup id; a node with more live cgroups than this loses the
-/// newest ones until old ones are pruned by the agent.
-pub const CGROUP_ENTRIES: u32 = 16_384;
+/// Entries of every map keyed by cgroup id, Rust and C alike (`agent/build.rs` passes it to clang
+/// as `KERNLET_CGROUP_ENTRIES`); a node with more live cgroups than this loses the newest ones
+/// until old ones are pruned by the agent. The maps are preallocated (see `ebpf/c/kernlet.h`), so
+/// this is memory held from load on.
+pub const CGROUP_ENTRIES: u32 = 4_096;
 
 /// Kept for the CPU map's declaration.
 pub const CPU_MAP_ENTRIES: u32 = CGROUP_ENTRIES;

@@ -54,6 +54,49 @@ pub fn waiting_reason(status: &Value) -> &str {
         .unwrap_or_default()
 }
 
+/// The waiting reasons kernlet logged for container `name` of pod `uid`, in order, without
+/// repeats. kernlet writes a "container cannot start" line each time it records a reason, so a
+/// reason that shows for half a second is there as surely as one that shows for a minute;
+/// sampling `/pods` would catch the first only by luck.
+pub fn logged_waiting_reasons(log: &str, uid: &str, name: &str) -> Vec<String> {
+    let (uid, name) = (format!("uid={uid}"), format!("container={name}"));
+    let mut reasons: Vec<String> = Vec::new();
+    for line in log.lines().map(strip_ansi) {
+        if !line.contains("container cannot start") {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !fields.contains(&uid.as_str()) || !fields.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(reason) = fields.iter().find_map(|f| f.strip_prefix("reason="))
+            && reasons.last().is_none_or(|last| last != reason)
+        {
+            reasons.push(reason.to_owned());
+        }
+    }
+    reasons
+}
+
+/// `line` without terminal colour sequences (`ESC [ ... m`), which kernlet's log may carry.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the end of the sequence: its final byte is a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn uid(pod: &Value) -> String {
     pod["metadata"]["uid"]
         .as_str()

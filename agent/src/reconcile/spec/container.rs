@@ -289,7 +289,8 @@ fn security_context(
             defaults.iter().map(|&p| p.to_owned()).collect()
         }
     };
-    let (apparmor, apparmor_profile) = apparmor(pod, container).map_err(error)?;
+    let (apparmor, apparmor_profile) =
+        apparmor(pod, container).map_err(|e| error(e.to_string()))?;
     let mut out = v1::LinuxContainerSecurityContext {
         capabilities: effective.capabilities.as_ref().map(|c| v1::Capability {
             add_capabilities: c.add.clone().unwrap_or_default(),
@@ -305,7 +306,7 @@ fn security_context(
         no_new_privs: effective.allow_privilege_escalation == Some(false),
         masked_paths: paths(DEFAULT_MASKED_PATHS),
         readonly_paths: paths(DEFAULT_READONLY_PATHS),
-        seccomp: Some(seccomp(pod, container, &node.root_dir).map_err(error)?),
+        seccomp: Some(seccomp(pod, container, &node.root_dir).map_err(|e| error(e.to_string()))?),
         apparmor,
         ..Default::default()
     };
@@ -331,13 +332,25 @@ fn security_context(
     Ok(out)
 }
 
+/// Why a container's seccomp or `AppArmor` profile cannot be chosen; reported as
+/// [`SpecError::Container`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    #[error("localhostProfile must be set if seccompProfile type is Localhost")]
+    SeccompLocalhostUnnamed,
+    #[error("missing localhost apparmor profile name")]
+    AppArmorLocalhostUnnamed,
+    #[error("unknown apparmor profile type: {kind:?}")]
+    AppArmorUnknownType { kind: String },
+}
+
 /// `getSeccompProfile` with `seccompDefault` off: the container's profile, else the pod's, else
 /// `Unconfined`; a `Localhost` profile is a file below `<rootDir>/seccomp`.
 fn seccomp(
     pod: &Pod,
     container: &Container,
     root_dir: &Path,
-) -> Result<v1::SecurityProfile, String> {
+) -> Result<v1::SecurityProfile, ProfileError> {
     use v1::security_profile::ProfileType;
     let from_container = container
         .security_context
@@ -358,7 +371,7 @@ fn seccomp(
                 let path = root_dir.join("seccomp").join(name);
                 Ok(profile(ProfileType::Localhost, path.display().to_string()))
             }
-            _ => Err("localhostProfile must be set if seccompProfile type is Localhost".to_owned()),
+            _ => Err(ProfileError::SeccompLocalhostUnnamed),
         },
         _ => Ok(profile(ProfileType::Unconfined, String::new())),
     }
@@ -368,7 +381,7 @@ fn seccomp(
 fn apparmor(
     pod: &Pod,
     container: &Container,
-) -> Result<(Option<v1::SecurityProfile>, String), String> {
+) -> Result<(Option<v1::SecurityProfile>, String), ProfileError> {
     use v1::security_profile::ProfileType;
     let field = container
         .security_context
@@ -410,8 +423,10 @@ fn apparmor(
                 Some(profile(ProfileType::Localhost, name.clone())),
                 format!("localhost/{name}"),
             )),
-            None => Err("missing localhost apparmor profile name".to_owned()),
+            None => Err(ProfileError::AppArmorLocalhostUnnamed),
         },
-        other => Err(format!("unknown apparmor profile type: {other:?}")),
+        other => Err(ProfileError::AppArmorUnknownType {
+            kind: other.to_owned(),
+        }),
     }
 }

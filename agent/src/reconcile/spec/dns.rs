@@ -36,6 +36,19 @@ pub const MAX_SEARCH_DOMAIN_CHARS: usize = 253;
 /// Upstream reads at most 10 MiB of `resolv.conf`.
 const MAX_RESOLV_CONF_BYTES: u64 = 10 << 20;
 
+/// Why a `resolv.conf` cannot be used; reported as [`SpecError::ResolvConf`] with its path.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolvConfError {
+    #[error("nameserver list is empty")]
+    EmptyNameserver,
+    #[error("open failed: {0}")]
+    Open(#[source] std::io::Error),
+    #[error("read failed: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("the file is larger than 10 MiB")]
+    TooLarge,
+}
+
 /// A parsed `resolv.conf`: what `parseResolvConf` keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResolvConf {
@@ -48,7 +61,7 @@ impl ResolvConf {
     /// Parses `resolv.conf` text the way upstream does: `#` comment lines are skipped,
     /// `nameserver` lines accumulate, the last `search` and `options` lines win. A `nameserver`
     /// line without an address is an error (upstream then fails the sandbox).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ResolvConfError> {
         let mut conf = Self::default();
         let mut empty_nameserver = false;
         for line in text.lines() {
@@ -72,25 +85,25 @@ impl ResolvConf {
             }
         }
         if empty_nameserver {
-            return Err("nameserver list is empty".to_owned());
+            return Err(ResolvConfError::EmptyNameserver);
         }
         Ok(conf)
     }
 
     /// Reads and parses the file at `path` (at most 10 MiB, as upstream).
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let error = |reason: String| SpecError::ResolvConf {
+        let error = |e: ResolvConfError| SpecError::ResolvConf {
             path: path.display().to_string(),
-            reason,
+            reason: e.to_string(),
         };
-        let file = std::fs::File::open(path).map_err(|e| error(format!("open failed: {e}")))?;
+        let file = std::fs::File::open(path).map_err(|e| error(ResolvConfError::Open(e)))?;
         let mut text = String::new();
         let read = file
             .take(MAX_RESOLV_CONF_BYTES + 1)
             .read_to_string(&mut text)
-            .map_err(|e| error(format!("read failed: {e}")))?;
+            .map_err(|e| error(ResolvConfError::Read(e)))?;
         if read as u64 > MAX_RESOLV_CONF_BYTES {
-            return Err(error("the file is larger than 10 MiB".to_owned()));
+            return Err(error(ResolvConfError::TooLarge));
         }
         Self::parse(&text).map_err(error)
     }

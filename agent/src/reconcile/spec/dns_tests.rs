@@ -1,7 +1,7 @@
 //! Tests for [`super::dns`]: `resolv.conf` parsing and every DNS policy.
 use serde_json::json;
 
-use super::dns::{ResolvConf, pod_dns_config};
+use super::dns::{ResolvConf, ResolvConfError, pod_dns_config};
 use super::test_support::{node, pod};
 
 fn host_resolv() -> ResolvConf {
@@ -28,7 +28,8 @@ fn resolv_conf_parsing() {
     let blank = ResolvConf::parse("\n   \n# only a comment\n  # indented comment\n").unwrap();
     assert_eq!(blank, ResolvConf::default());
     let err = ResolvConf::parse("nameserver 1.1.1.1\nnameserver\n").unwrap_err();
-    assert_eq!(err, "nameserver list is empty");
+    assert!(matches!(err, ResolvConfError::EmptyNameserver));
+    assert_eq!(err.to_string(), "nameserver list is empty");
 }
 
 #[test]

@@ -99,6 +99,42 @@ impl OrderedEnv {
     }
 }
 
+/// Why one environment variable cannot be resolved; reported as [`SpecError::Env`] with its name.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error(
+        "{kind} {namespace}/{name} key {key:?} cannot be read: there is no API server in \
+         standalone mode"
+    )]
+    Unreadable {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("fileKeyRef is not supported (the EnvFiles feature gate is off)")]
+    FileKeyRef,
+    #[error("unsupported pod version: {version}")]
+    PodVersion { version: String },
+    #[error("the node has no known IP address")]
+    NoNodeIp,
+    #[error("unsupported fieldPath: {path}")]
+    UnsupportedFieldPath { path: String },
+    #[error("fieldPath {path:?} does not support subscript")]
+    NoSubscript { path: String },
+    /// The pod or the referenced container's resources are invalid.
+    #[error(transparent)]
+    Spec(Box<SpecError>),
+    #[error("container {name} not found")]
+    ContainerNotFound { name: String },
+    #[error("divisor: {reason}")]
+    Divisor { reason: String },
+    #[error("unsupported container resource: {resource}")]
+    UnsupportedResource { resource: String },
+    #[error("divisor must be positive, got {divisor}")]
+    DivisorNotPositive { divisor: i64 },
+}
+
 /// The environment of `container` in `pod`, as CRI key/values. `pod_ips` are the pod's IPs,
 /// primary first (node IPs for a hostNetwork pod).
 pub fn container_env(
@@ -145,11 +181,11 @@ pub fn container_env(
             } else if let Some(secret) = &from.secret_key_ref {
                 Err(unreadable(pod, "secretKeyRef", &secret.name, &secret.key))
             } else if from.file_key_ref.is_some() {
-                Err("fileKeyRef is not supported (the EnvFiles feature gate is off)".to_owned())
+                Err(EnvError::FileKeyRef)
             } else {
                 Ok(String::new())
             };
-            resolved.map_err(|reason| error(var.name.clone(), reason))?
+            resolved.map_err(|reason| error(var.name.clone(), reason.to_string()))?
         } else {
             String::new()
         };
@@ -168,12 +204,14 @@ fn field_ref_value(
     selector: &ObjectFieldSelector,
     pod_ips: &[String],
     node: &NodeContext,
-) -> Result<String, String> {
+) -> Result<String, EnvError> {
     if let Some(version) = selector.api_version.as_deref()
         && !version.is_empty()
         && version != "v1"
     {
-        return Err(format!("unsupported pod version: {version}"));
+        return Err(EnvError::PodVersion {
+            version: version.to_owned(),
+        });
     }
     let spec = pod.spec.as_ref();
     let path = selector.field_path.as_str();
@@ -191,10 +229,10 @@ fn field_ref_value(
             .host_ips
             .first()
             .map(ToString::to_string)
-            .ok_or_else(|| "the node has no known IP address".to_owned())?,
+            .ok_or(EnvError::NoNodeIp)?,
         "status.hostIPs" => {
             if node.host_ips.is_empty() {
-                return Err("the node has no known IP address".to_owned());
+                return Err(EnvError::NoNodeIp);
             }
             let ips: Vec<String> = node.host_ips.iter().map(ToString::to_string).collect();
             ips.join(",")
@@ -207,8 +245,10 @@ fn field_ref_value(
 }
 
 /// `metadata.labels['key']` and `metadata.annotations['key']`; a missing key is empty.
-fn subscripted_value(pod: &Pod, path: &str) -> Result<String, String> {
-    let unsupported = || format!("unsupported fieldPath: {path}");
+fn subscripted_value(pod: &Pod, path: &str) -> Result<String, EnvError> {
+    let unsupported = || EnvError::UnsupportedFieldPath {
+        path: path.to_owned(),
+    };
     let (base, key) = path
         .strip_suffix("']")
         .and_then(|s| s.split_once("['"))
@@ -217,7 +257,11 @@ fn subscripted_value(pod: &Pod, path: &str) -> Result<String, String> {
     let map = match base {
         "metadata.labels" => pod.metadata.labels.as_ref(),
         "metadata.annotations" => pod.metadata.annotations.as_ref(),
-        _ => return Err(format!("fieldPath {path:?} does not support subscript")),
+        _ => {
+            return Err(EnvError::NoSubscript {
+                path: path.to_owned(),
+            });
+        }
     };
     Ok(map.and_then(|m| m.get(key)).cloned().unwrap_or_default())
 }
@@ -263,21 +307,24 @@ fn resource_field_value(
     container: &Container,
     selector: &ResourceFieldSelector,
     node: &NodeContext,
-) -> Result<String, String> {
+) -> Result<String, EnvError> {
+    let spec_error = |e: SpecError| EnvError::Spec(Box::new(e));
     let target = match selector.container_name.as_deref() {
         Some(name) if !name.is_empty() => {
-            let spec = pod_spec(pod).map_err(|e| e.to_string())?;
+            let spec = pod_spec(pod).map_err(spec_error)?;
             super::all_containers(spec)
                 .find(|c| c.name == name)
-                .ok_or_else(|| format!("container {name} not found"))?
+                .ok_or_else(|| EnvError::ContainerNotFound {
+                    name: name.to_owned(),
+                })?
         }
         _ => container,
     };
-    let parsed = container_resources(pod, target).map_err(|e| e.to_string())?;
+    let parsed = container_resources(pod, target).map_err(spec_error)?;
     let default = |v: Option<i64>, allocatable: i64| v.filter(|v| *v != 0).unwrap_or(allocatable);
     let divisor = match &selector.divisor {
         Some(q) => {
-            let parsed = quantity_value(q).map_err(|e| format!("divisor: {e}"))?;
+            let parsed = quantity_value(q).map_err(|reason| EnvError::Divisor { reason })?;
             (!parsed.is_zero()).then_some(parsed)
         }
         None => None,
@@ -310,10 +357,14 @@ fn resource_field_value(
             parsed.requests.ephemeral_storage_bytes.unwrap_or(0),
             divisor.map_or(1, |d| d.value()),
         ),
-        other => return Err(format!("unsupported container resource: {other}")),
+        other => {
+            return Err(EnvError::UnsupportedResource {
+                resource: other.to_owned(),
+            });
+        }
     };
     if divisor <= 0 {
-        return Err(format!("divisor must be positive, got {divisor}"));
+        return Err(EnvError::DivisorNotPositive { divisor });
     }
     Ok(div_ceil(amount, divisor).to_string())
 }
@@ -335,9 +386,11 @@ pub fn env_map(env: &[v1::KeyValue]) -> HashMap<&str, &str> {
 }
 
 /// Why a `configMapKeyRef`/`secretKeyRef` cannot be resolved in standalone mode.
-fn unreadable(pod: &Pod, kind: &str, name: &str, key: &str) -> String {
-    format!(
-        "{kind} {}/{name} key {key:?} cannot be read: there is no API server in standalone mode",
-        pod_namespace(pod)
-    )
+fn unreadable(pod: &Pod, kind: &'static str, name: &str, key: &str) -> EnvError {
+    EnvError::Unreadable {
+        kind,
+        namespace: pod_namespace(pod).to_owned(),
+        name: name.to_owned(),
+        key: key.to_owned(),
+    }
 }

@@ -24,10 +24,63 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::statfs::{TMPFS_MAGIC, statfs};
 
 use super::volumes::{
-    EMPTY_DIR_PLUGIN_DIR, FileContent, FilePlan, HostPathType, MANAGED_HOSTS_HEADER_HOST_NETWORK,
-    SubPathPlan, TmpfsPlan, VolumePlan,
+    EMPTY_DIR_PLUGIN_DIR, FileContent, FilePlan, MANAGED_HOSTS_HEADER_HOST_NETWORK, SubPathPlan,
+    TmpfsPlan, VolumeError, VolumePlan,
 };
 use super::{SpecError, pod_dir};
+
+/// `HostPathType`: what a hostPath volume must be, checked by [`check_host_path`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPathType {
+    Unset,
+    DirectoryOrCreate,
+    Directory,
+    FileOrCreate,
+    File,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl HostPathType {
+    /// Parses the API value (`""` is unset).
+    pub fn parse(value: Option<&str>) -> Result<Self, VolumeError> {
+        Ok(match value.unwrap_or_default() {
+            "" => Self::Unset,
+            "DirectoryOrCreate" => Self::DirectoryOrCreate,
+            "Directory" => Self::Directory,
+            "FileOrCreate" => Self::FileOrCreate,
+            "File" => Self::File,
+            "Socket" => Self::Socket,
+            "CharDevice" => Self::CharDevice,
+            "BlockDevice" => Self::BlockDevice,
+            kind => return Err(VolumeError::HostPathType { kind: kind.into() }),
+        })
+    }
+}
+
+/// Why a volume cannot be set up on the host; reported as [`SpecError::Volume`] with its volume.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("inspect {}: {source}", path.display())]
+    Inspect { path: PathBuf, source: io::Error },
+    #[error("resolve {}: {source}", path.display())]
+    Resolve { path: PathBuf, source: io::Error },
+    #[error("mount tmpfs on {}: {source}", path.display())]
+    MountTmpfs { path: PathBuf, source: nix::Error },
+    #[error("hostPath type check failed: {} is not {what}", path.display())]
+    WrongType { path: PathBuf, what: &'static str },
+    #[error("create directory {}: {source}", path.display())]
+    CreateDirectory { path: PathBuf, source: io::Error },
+    #[error("create file {}: {source}", path.display())]
+    CreateFile { path: PathBuf, source: io::Error },
+    #[error("create subPath directory {}: {source}", path.display())]
+    CreateSubPath { path: PathBuf, source: io::Error },
+    #[error("subPath {} resolves outside its volume", path.display())]
+    SubPathOutside { path: PathBuf },
+    #[error("subPath component {} is not a directory", path.display())]
+    SubPathNotDirectory { path: PathBuf },
+}
 
 /// Creates, mounts, checks and writes what `plan` lists. hostPath volumes and a hostNetwork pod's
 /// `/etc/hosts` are looked up below `host_root` (`/` in production).
@@ -42,24 +95,24 @@ pub fn prepare_volumes(plan: &VolumePlan, host_root: &Path) -> Result<(), SpecEr
         make_dir(&dir.path, dir.mode).map_err(|e| io_error("create directory", &dir.path, e))?;
     }
     for tmpfs in &plan.tmpfs {
-        mount_tmpfs(tmpfs).map_err(|reason| SpecError::Volume {
+        mount_tmpfs(tmpfs).map_err(|e| SpecError::Volume {
             pod: plan.pod.clone(),
             volume: tmpfs.volume.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
     }
     for host in &plan.host_paths {
-        check_host_path(host_root, &host.path, host.kind).map_err(|reason| SpecError::Volume {
+        check_host_path(host_root, &host.path, host.kind).map_err(|e| SpecError::Volume {
             pod: plan.pod.clone(),
             volume: host.volume.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
     }
     for sub in &plan.sub_paths {
-        make_sub_path(sub, host_root).map_err(|reason| SpecError::Volume {
+        make_sub_path(sub, host_root).map_err(|e| SpecError::Volume {
             pod: plan.pod.clone(),
             volume: sub.volume.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
     }
     for file in &plan.files {
@@ -95,9 +148,11 @@ fn is_tmpfs_mount_point(path: &Path) -> io::Result<bool> {
     Ok(fs::metadata(path)?.dev() != fs::metadata(parent)?.dev())
 }
 
-fn mount_tmpfs(plan: &TmpfsPlan) -> Result<(), String> {
-    let mounted = is_tmpfs_mount_point(&plan.path)
-        .map_err(|e| format!("inspect {}: {e}", plan.path.display()))?;
+fn mount_tmpfs(plan: &TmpfsPlan) -> Result<(), HostError> {
+    let mounted = is_tmpfs_mount_point(&plan.path).map_err(|source| HostError::Inspect {
+        path: plan.path.clone(),
+        source,
+    })?;
     if mounted {
         return Ok(());
     }
@@ -109,25 +164,36 @@ fn mount_tmpfs(plan: &TmpfsPlan) -> Result<(), String> {
         MsFlags::empty(),
         options.as_deref(),
     )
-    .map_err(|e| format!("mount tmpfs on {}: {e}", plan.path.display()))
+    .map_err(|source| HostError::MountTmpfs {
+        path: plan.path.clone(),
+        source,
+    })
 }
 
 /// The hostPath `type` check of `path` (a path on the host, looked up below `host_root`),
 /// creating it for the `...OrCreate` types.
-pub fn check_host_path(host_root: &Path, path: &Path, kind: HostPathType) -> Result<(), String> {
+pub fn check_host_path(host_root: &Path, path: &Path, kind: HostPathType) -> Result<(), HostError> {
     let full = under_root(host_root, path);
-    let shown = path.display();
+    let shown = || path.to_path_buf();
     let meta = fs::metadata(&full);
     let missing = matches!(&meta, Err(e) if e.kind() == io::ErrorKind::NotFound);
     let file_type = meta.as_ref().ok().map(fs::Metadata::file_type);
-    let fail = |what: &str| Err(format!("hostPath type check failed: {shown} is not {what}"));
+    let fail = |what| {
+        Err(HostError::WrongType {
+            path: shown(),
+            what,
+        })
+    };
     match kind {
         HostPathType::Unset => Ok(()),
         HostPathType::DirectoryOrCreate if missing => fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&full)
-            .map_err(|e| format!("create directory {shown}: {e}")),
+            .map_err(|source| HostError::CreateDirectory {
+                path: shown(),
+                source,
+            }),
         HostPathType::DirectoryOrCreate | HostPathType::Directory => {
             if file_type.is_some_and(|t| t.is_dir()) {
                 Ok(())
@@ -142,7 +208,10 @@ pub fn check_host_path(host_root: &Path, path: &Path, kind: HostPathType) -> Res
             .mode(0o644)
             .open(&full)
             .map(drop)
-            .map_err(|e| format!("create file {shown}: {e}")),
+            .map_err(|source| HostError::CreateFile {
+                path: shown(),
+                source,
+            }),
         HostPathType::FileOrCreate | HostPathType::File => {
             if file_type.is_some_and(|t| !t.is_dir()) {
                 Ok(())
@@ -175,16 +244,21 @@ pub fn check_host_path(host_root: &Path, path: &Path, kind: HostPathType) -> Res
 }
 
 /// Creates the `subPath` inside its volume with the volume's mode, refusing to leave the volume.
-fn make_sub_path(plan: &SubPathPlan, host_root: &Path) -> Result<(), String> {
+fn make_sub_path(plan: &SubPathPlan, host_root: &Path) -> Result<(), HostError> {
     let root = &if plan.host_path {
         under_root(host_root, &plan.volume_dir)
     } else {
         plan.volume_dir.clone()
     };
-    let root_meta = fs::metadata(root).map_err(|e| format!("inspect {}: {e}", root.display()))?;
+    let root_meta = fs::metadata(root).map_err(|source| HostError::Inspect {
+        path: root.clone(),
+        source,
+    })?;
     let mode = root_meta.permissions().mode() & 0o7777;
-    let real_root =
-        fs::canonicalize(root).map_err(|e| format!("resolve {}: {e}", root.display()))?;
+    let real_root = fs::canonicalize(root).map_err(|source| HostError::Resolve {
+        path: root.clone(),
+        source,
+    })?;
     let mut current = root.clone();
     let parts: Vec<Component<'_>> = plan.sub_path.components().collect();
     for (i, part) in parts.iter().enumerate() {
@@ -192,25 +266,35 @@ fn make_sub_path(plan: &SubPathPlan, host_root: &Path) -> Result<(), String> {
             continue;
         };
         current.push(name);
-        let shown = current.display();
+        let shown = || current.clone();
         match fs::symlink_metadata(&current) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::DirBuilder::new()
                     .mode(mode)
                     .create(&current)
                     .and_then(|()| fs::set_permissions(&current, fs::Permissions::from_mode(mode)))
-                    .map_err(|e| format!("create subPath directory {shown}: {e}"))?;
+                    .map_err(|source| HostError::CreateSubPath {
+                        path: shown(),
+                        source,
+                    })?;
             }
-            Err(e) => return Err(format!("inspect {shown}: {e}")),
+            Err(source) => {
+                return Err(HostError::Inspect {
+                    path: shown(),
+                    source,
+                });
+            }
             Ok(meta) if meta.file_type().is_symlink() => {
-                let target =
-                    fs::canonicalize(&current).map_err(|e| format!("resolve {shown}: {e}"))?;
+                let target = fs::canonicalize(&current).map_err(|source| HostError::Resolve {
+                    path: shown(),
+                    source,
+                })?;
                 if !target.starts_with(&real_root) {
-                    return Err(format!("subPath {shown} resolves outside its volume"));
+                    return Err(HostError::SubPathOutside { path: shown() });
                 }
             }
             Ok(meta) if !meta.is_dir() && i + 1 < parts.len() => {
-                return Err(format!("subPath component {shown} is not a directory"));
+                return Err(HostError::SubPathNotDirectory { path: shown() });
             }
             Ok(_) => {}
         }

@@ -36,7 +36,7 @@ use super::{
 };
 use crate::reconcile::plan::Target;
 
-pub use super::host::{check_host_path, cleanup_volumes, prepare_volumes};
+pub use super::host::{HostPathType, check_host_path, cleanup_volumes, prepare_volumes};
 
 /// The plugin directory name of emptyDir volumes.
 pub const EMPTY_DIR_PLUGIN_DIR: &str = "kubernetes.io~empty-dir";
@@ -77,34 +77,22 @@ pub struct TmpfsPlan {
     pub size_bytes: Option<i64>,
 }
 
-/// `HostPathType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostPathType {
-    Unset,
-    DirectoryOrCreate,
-    Directory,
-    FileOrCreate,
-    File,
-    Socket,
-    CharDevice,
-    BlockDevice,
-}
-
-impl HostPathType {
-    /// Parses the API value (`""` is unset).
-    pub fn parse(value: Option<&str>) -> Result<Self, String> {
-        Ok(match value.unwrap_or_default() {
-            "" => Self::Unset,
-            "DirectoryOrCreate" => Self::DirectoryOrCreate,
-            "Directory" => Self::Directory,
-            "FileOrCreate" => Self::FileOrCreate,
-            "File" => Self::File,
-            "Socket" => Self::Socket,
-            "CharDevice" => Self::CharDevice,
-            "BlockDevice" => Self::BlockDevice,
-            other => return Err(format!("{other} is an invalid volume type")),
-        })
-    }
+/// Why a volume or mount of the spec is refused; reported as [`SpecError::Volume`] or
+/// [`SpecError::Mount`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VolumeError {
+    #[error("{kind} is an invalid volume type")]
+    HostPathType { kind: String },
+    #[error("emptyDir medium {medium:?} is not supported")]
+    Medium { medium: String },
+    #[error("invalid HostPath `{path}`: must not contain '..'")]
+    Backsteps { path: String },
+    #[error(
+        "{kind} volumes are not supported by a standalone node agent (only emptyDir and hostPath)"
+    )]
+    Unsupported { kind: &'static str },
+    #[error("invalid MountPropagation mode: {mode:?}")]
+    Propagation { mode: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,12 +162,16 @@ pub fn termination_log_path(root_dir: &Path, uid: &str, name: &str, restart_coun
         .join(format!("{restart_count:08x}"))
 }
 
-fn source(pod: &Pod, volume: &Volume, node: &NodeContext) -> Result<Source, String> {
+fn source(pod: &Pod, volume: &Volume, node: &NodeContext) -> Result<Source, VolumeError> {
     if let Some(empty) = &volume.empty_dir {
         let memory = match empty.medium.as_deref().unwrap_or_default() {
             "" => false,
             "Memory" => true,
-            other => return Err(format!("emptyDir medium {other:?} is not supported")),
+            medium => {
+                return Err(VolumeError::Medium {
+                    medium: medium.into(),
+                });
+            }
         };
         let dir = empty_dir_path(&node.root_dir, pod_uid(pod), &volume.name);
         return Ok(Source::EmptyDir { dir, memory });
@@ -187,18 +179,14 @@ fn source(pod: &Pod, volume: &Volume, node: &NodeContext) -> Result<Source, Stri
     if let Some(host) = &volume.host_path {
         let path = PathBuf::from(&host.path);
         if has_backsteps(&path) {
-            return Err(format!(
-                "invalid HostPath `{}`: must not contain '..'",
-                host.path
-            ));
+            let path = host.path.clone();
+            return Err(VolumeError::Backsteps { path });
         }
         let kind = HostPathType::parse(host.type_.as_deref())?;
         return Ok(Source::HostPath { path, kind });
     }
-    Err(format!(
-        "{} volumes are not supported by a standalone node agent (only emptyDir and hostPath)",
-        volume_kind(volume)
-    ))
+    let kind = volume_kind(volume);
+    Err(VolumeError::Unsupported { kind })
 }
 
 /// The API name of a volume's source, for messages.
@@ -295,10 +283,10 @@ pub fn plan_volumes(pod: &Pod, node: &NodeContext) -> Result<VolumePlan, SpecErr
         ..VolumePlan::default()
     };
     for volume in spec.volumes.iter().flatten() {
-        let found = source(pod, volume, node).map_err(|reason| SpecError::Volume {
+        let found = source(pod, volume, node).map_err(|e| SpecError::Volume {
             pod: pod_ref(pod),
             volume: volume.name.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         match found {
             Source::EmptyDir { dir, memory } => {
@@ -476,7 +464,7 @@ fn resolve_mount(
                 mount.name, container.name
             ))
         })?;
-    let (host, is_host_path) = match source(pod, volume, node).map_err(error)? {
+    let (host, is_host_path) = match source(pod, volume, node).map_err(|e| error(e.to_string()))? {
         Source::EmptyDir { dir, .. } => (dir, false),
         Source::HostPath { path, .. } => (path, true),
     };
@@ -514,12 +502,12 @@ fn resolve_mount(
 }
 
 /// `translateMountPropagation`.
-fn propagation(mode: Option<&str>) -> Result<v1::MountPropagation, String> {
+fn propagation(mode: Option<&str>) -> Result<v1::MountPropagation, VolumeError> {
     match mode {
         None | Some("None") => Ok(v1::MountPropagation::PropagationPrivate),
         Some("HostToContainer") => Ok(v1::MountPropagation::PropagationHostToContainer),
         Some("Bidirectional") => Ok(v1::MountPropagation::PropagationBidirectional),
-        Some(other) => Err(format!("invalid MountPropagation mode: {other:?}")),
+        Some(mode) => Err(VolumeError::Propagation { mode: mode.into() }),
     }
 }
 
@@ -562,7 +550,7 @@ pub fn container_mounts(
             host_path: host_path.display().to_string(),
             readonly: read_only,
             propagation: propagation(mount.mount_propagation.as_deref())
-                .map_err(error)?
+                .map_err(|e| error(e.to_string()))?
                 .into(),
             ..Default::default()
         });

@@ -399,7 +399,8 @@ fn host_path_type_checks() {
     fs::create_dir_all(root.join("srv/data")).unwrap();
     fs::write(root.join("srv/file"), b"x").unwrap();
     let _listener = std::os::unix::net::UnixListener::bind(root.join("srv/sock")).unwrap();
-    let check = |path: &str, kind| check_host_path(root, Path::new(path), kind);
+    let check =
+        |path: &str, kind| check_host_path(root, Path::new(path), kind).map_err(|e| e.to_string());
 
     assert!(check("/nowhere", T::Unset).is_ok());
     assert!(check("/srv/data", T::Directory).is_ok());

@@ -2,7 +2,7 @@
 //!
 //! - **Readers, synthetic**: `cargo xtask bench readers`' example (`cgroupfs_read`) on 10, 100
 //!   and 500 empty cgroups in the cgroup v2 hierarchy (`/sys/fs/cgroup/unified` on a hybrid host,
-//!   where a cgroup has only `cpu.stat` and the PSI files), [`SYNTHETIC_ROUNDS`] rounds: open+read+
+//!   where a cgroup has only `cpu.stat` and the PSI files), `SYNTHETIC_ROUNDS` rounds: open+read+
 //!   close per file (`read_cgroup`), descriptors kept open and re-read with `pread`
 //!   (`CgroupFiles`, what kernlet's collector uses) and the kept descriptors batched through
 //!   `io_uring`. CPU µs per cgroup per round, which at one round per second is CPU µs per
@@ -11,7 +11,7 @@
 //!   and 100 busybox pods, run once per `--housekeeping-interval` (1 s, kernlet's default, and
 //!   10 s, upstream cAdvisor's). kernlet runs in a cgroup of its own, so its CPU time (`usage_usec`
 //!   of that cgroup's `cpu.stat`, every thread and child included) is exact. Once every pod runs
-//!   and [`SETTLE`] passed, the CPU time over an idle `--window` is divided by containers ×
+//!   and `SETTLE` passed, the CPU time over an idle `--window` is divided by containers ×
 //!   seconds; the mean collection round comes from kernlet's
 //!   `kernlet_stats_collection_duration_seconds` over the same window, RSS (`VmRSS`) is read at
 //!   its end.
