@@ -12,6 +12,7 @@ pub mod logs;
 pub mod node;
 pub mod pod;
 pub mod reconcile;
+pub mod resources;
 pub mod server;
 pub mod stats;
 pub mod status;

@@ -9,10 +9,25 @@ use std::{
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::{StatusInput, pod_status};
-use crate::{
-    reconcile::worker::{PodReport, StatusSink, now_nanos},
-    server::PodsProvider,
+use crate::reconcile::{
+    state::now_nanos,
+    worker::{PodReport, StatusSink},
 };
+
+/// The pods with their status filled in, as `GET /pods` lists them; the status store implements
+/// it, tests pass a closure.
+pub trait PodsProvider: Send + Sync + 'static {
+    fn pods(&self) -> Vec<Pod>;
+}
+
+impl<F> PodsProvider for F
+where
+    F: Fn() -> Vec<Pod> + Send + Sync + 'static,
+{
+    fn pods(&self) -> Vec<Pod> {
+        self()
+    }
+}
 
 /// Pods with their computed status, by UID.
 #[derive(Debug)]

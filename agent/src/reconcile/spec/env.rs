@@ -274,7 +274,9 @@ fn resource_field_value(
         _ => container,
     };
     let parsed = container_resources(pod, target).map_err(|e| e.to_string())?;
-    let default = |v: Option<i64>, allocatable: i64| v.filter(|v| *v != 0).unwrap_or(allocatable);
+    let default = |v: Option<i64>, allocatable: Option<i64>| {
+        v.filter(|v| *v != 0).unwrap_or(allocatable.unwrap_or(0))
+    };
     let divisor = match &selector.divisor {
         Some(q) => {
             let parsed = quantity_value(q).map_err(|e| format!("divisor: {e}"))?;
