@@ -1,7 +1,7 @@
-//! Resource enforcement through cgroup v2, written directly (DESIGN decision 5): the node-level
-//! hierarchy with node allocatable, `QoS` tiers, pod cgroups, and the conversions from Kubernetes
-//! resources to cgroup files (`Documentation/admin-guide/cgroup-v2.rst`; upstream
-//! `pkg/kubelet/cm`).
+//! Resource enforcement through cgroup v2, written directly (`docs/architecture.md`, decision 5):
+//! the node-level hierarchy with node allocatable, `QoS` tiers, pod cgroups, and what is written
+//! into them (`Documentation/admin-guide/cgroup-v2.rst`; upstream `pkg/kubelet/cm`). The
+//! arithmetic from Kubernetes resources to cgroup values is [`crate::resources`]'.
 //!
 //! The mount point is a parameter ([`Cgroupfs::new`]): unit tests write into a temp dir laid out
 //! like cgroupfs, the node-VM tests use the real `/sys/fs/cgroup`.
