@@ -6,8 +6,8 @@
 //!   own `kind` / `apiVersion`, as Go's codec writes a typed list, and a trailing newline;
 //! - `GET /healthz`: `ok`;
 //! - `GET` or `POST /stats/summary` (`pkg/kubelet/server/stats/handler.go`): the
-//!   [`Summary`] as pretty JSON; `only_cpu_and_memory=true` (in the query, or in a
-//!   form-encoded POST body, exactly once) serves the CPU-and-memory subset. Without stats the
+//!   [`Summary`](summary::Summary) as pretty JSON; `only_cpu_and_memory=true` (in the query, or
+//!   in a form-encoded POST body, exactly once) serves the CPU-and-memory subset. Without stats the
 //!   answer is upstream's `500 Internal Error: <reason>`;
 //! - `/metrics`, `/metrics/cadvisor`, `/metrics/resource` (any method, as Go's `promhttp`
 //!   handlers take): Prometheus text format 0.0.4, see [`crate::stats::metrics`]; without stats

@@ -1,7 +1,7 @@
 //! What one collection round knows about one cgroup, in the kernel's own units: the cgroupfs
 //! files as read (`Documentation/admin-guide/cgroup-v2.rst`) and the eBPF counters kept per cgroup
-//! id (defined in [`crate::ebpf::counters`]). Schema code (`/stats/summary`, the metrics endpoints) converts from these; readers and
-//! probes only fill them.
+//! id (defined in [`crate::ebpf::counters`]). Schema code (`/stats/summary`, the metrics
+//! endpoints) converts from these; readers and probes only fill them.
 use std::time::SystemTime;
 
 /// `cpu.stat`; the throttling fields exist only where the cpu controller is enabled.

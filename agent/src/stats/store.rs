@@ -1,7 +1,7 @@
 //! The stats store: what the last collection round saw, per pod, container and node, with the
 //! sample before it for rates (`usageNanoCores`). Readers (the server, later eviction) see it
-//! through [`StatsProvider`], defined here with its owner; building a `/stats/summary` or a `/metrics/cadvisor` scrape from it only
-//! converts numbers already collected.
+//! through [`StatsProvider`], defined here with its owner; building a `/stats/summary` or a
+//! `/metrics/cadvisor` scrape from it only converts numbers already collected.
 use std::{sync::RwLock, time::SystemTime};
 
 use super::{
