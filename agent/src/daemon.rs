@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cgroup::{self, CgroupError, CgroupManager, Cgroupfs, NodeResources, NodeSettings, Setup},
+    cgroup::{self, CgroupError, CgroupManager, Cgroupfs, NodeSettings, Setup},
     config::KubeletConfig,
     cri::{CriConfig, CriError, Runtime},
     ebpf::{ProbeOptions, Probes},
@@ -26,8 +26,9 @@ use crate::{
         execute::Executor,
         manager,
         pleg::{self, Wakers},
-        spec::{Allocatable, DnsSettings, NodeContext, ResolvConf},
+        spec::{DnsSettings, NodeContext, ResolvConf},
     },
+    resources::Amounts,
     server::{self, Providers},
     stats::{
         collect::{Collector, CollectorConfig},
@@ -283,12 +284,14 @@ fn load_probes(mount: &Path, cgroups: Option<&CgroupManager>, metrics: &Metrics)
 }
 
 /// CPU, memory and `pid_max` of this node.
-fn node_capacity(proc_root: &Path) -> NodeResources {
-    let capacity = node::capacity(proc_root);
+fn node_capacity(proc_root: &Path) -> Amounts {
     let pid_max = std::fs::read_to_string(proc_root.join("sys/kernel/pid_max"))
         .ok()
         .and_then(|text| text.trim().parse().ok());
-    cgroup::capacity(capacity.cpu_millis, capacity.memory_bytes, pid_max)
+    Amounts {
+        pids: pid_max,
+        ..node::capacity(proc_root)
+    }
 }
 
 fn kernel_release(proc_root: &Path) -> String {
@@ -308,11 +311,7 @@ fn cgroup_manager(settings: NodeSettings) -> Result<CgroupManager, CgroupError> 
 }
 
 /// What the CRI request builders need to know of this node.
-fn node_context(
-    config: &KubeletConfig,
-    host_ips: Vec<IpAddr>,
-    capacity: &NodeResources,
-) -> NodeContext {
+fn node_context(config: &KubeletConfig, host_ips: Vec<IpAddr>, capacity: &Amounts) -> NodeContext {
     let allocatable = cgroup::allocatable(config, capacity);
     let mut node = NodeContext::new(config.node_name.clone(), host_ips, config.root_dir.clone());
     node.pod_logs_dir.clone_from(&config.pod_logs_dir);
@@ -325,11 +324,7 @@ fn node_context(
         .memory_bytes
         .and_then(|m| u64::try_from(m).ok())
         .unwrap_or(0);
-    node.allocatable = Allocatable {
-        cpu_millis: allocatable.cpu_millis.unwrap_or(0),
-        memory_bytes: allocatable.memory_bytes.unwrap_or(0),
-        ephemeral_storage_bytes: 0,
-    };
+    node.allocatable = allocatable;
     node.memory_throttling_factor = config.memory_throttling_factor;
     node.cpu_cfs_quota = config.cpu_cfs_quota;
     node.cgroup_v2 = node::cgroup_unified(Path::new(CGROUP_MOUNT));

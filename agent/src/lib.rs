@@ -1,6 +1,7 @@
 //! kernlet: a Kubernetes node agent. It drives pods through CRI, enforces resources by writing
-//! cgroup v2, and measures every container with eBPF probes. See `shared/DESIGN.md` for the
-//! architecture; each module's doc names its kernel or Kubernetes reference.
+//! cgroup v2, and measures every container with eBPF probes. See `docs/architecture.md` for the
+//! architecture and the module layers (modules import only modules below them; `cargo xtask
+//! layers` checks it); each module's doc names its kernel or Kubernetes reference.
 #![forbid(unsafe_code)]
 
 pub mod cgroup;
@@ -12,6 +13,7 @@ pub mod logs;
 pub mod node;
 pub mod pod;
 pub mod reconcile;
+pub mod resources;
 pub mod server;
 pub mod stats;
 pub mod status;

@@ -9,16 +9,12 @@ use std::{
     path::Path,
 };
 
-/// Node capacity as the kubelet reports it (`machineInfo`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capacity {
-    pub cpu_millis: i64,
-    pub memory_bytes: u64,
-}
+use crate::resources::Amounts;
 
-/// Reads `MemTotal` from `<proc>/meminfo` and the online CPUs.
+/// Node capacity as the kubelet reports it (`machineInfo`): `MemTotal` from `<proc>/meminfo` and
+/// the online CPUs; the rest is left to the caller.
 #[must_use]
-pub fn capacity(proc_root: &Path) -> Capacity {
+pub fn capacity(proc_root: &Path) -> Amounts {
     let memory_kib = fs::read_to_string(proc_root.join("meminfo"))
         .ok()
         .and_then(|text| {
@@ -33,9 +29,10 @@ pub fn capacity(proc_root: &Path) -> Capacity {
         })
         .unwrap_or(0);
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    Capacity {
-        cpu_millis: i64::try_from(cpus).unwrap_or(1) * 1000,
-        memory_bytes: memory_kib * 1024,
+    Amounts {
+        cpu_millis: Some(i64::try_from(cpus).unwrap_or(1) * 1000),
+        memory_bytes: Some(i64::try_from(memory_kib * 1024).unwrap_or(i64::MAX)),
+        ..Amounts::default()
     }
 }
 
@@ -97,7 +94,7 @@ mod tests {
             "MemTotal:       24576000 kB\nMemFree: 1 kB\n",
         )
         .unwrap();
-        assert_eq!(capacity(proc.path()).memory_bytes, 24_576_000 * 1024);
+        assert_eq!(capacity(proc.path()).memory_bytes, Some(24_576_000 * 1024));
     }
 
     #[test]

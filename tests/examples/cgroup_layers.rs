@@ -10,7 +10,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use cgroups_rs::fs::{MaxValue, cgroup_builder::CgroupBuilder, hierarchies};
-use kernlet::cgroup::{Cgroupfs, ResourceConfig, convert::CpuMax, convert::shares_to_weight};
+use kernlet::cgroup::{Cgroupfs, ResourceConfig};
+use kernlet::resources::convert::{CpuMax, shares_to_weight};
 use nix::sys::resource::{UsageWho, getrusage};
 
 const PARENT: &str = "/kernlet-bench-layers";

@@ -1,11 +1,12 @@
 //! kernlet's developer tasks as a library, so the test suite uses the same code as `cargo xtask`:
-//! machine setup, test images, the private containerd fixture and the node VM.
+//! machine setup, test images, the private containerd fixture, the node VM and the layering check.
 
 pub mod bench;
 pub mod cmd;
 pub mod demo;
 pub mod http;
 pub mod images;
+pub mod layers;
 pub mod runtime;
 pub mod setup;
 pub mod test;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::{bench, demo, images, setup, test, vm};
+use xtask::{bench, demo, images, layers, setup, test, vm};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "kernlet developer tasks")]
@@ -24,6 +24,8 @@ enum Task {
     Test(test::TestArgs),
     /// Boot a throw-away pure cgroup v2 VM and run a command in it; exits with its status.
     Vm(vm::VmArgs),
+    /// Check that agent modules import only modules below them (docs/architecture.md).
+    Layers(layers::LayersArgs),
     /// Run a benchmark against a release build on private containerd fixtures (needs root).
     Bench(bench::BenchArgs),
 }
@@ -42,6 +44,7 @@ fn main() -> Result<ExitCode> {
         Task::Images(args) => images::cli(&args).map(|()| ExitCode::SUCCESS),
         Task::Test(args) => test::cli(&args).map(success),
         Task::Vm(args) => vm::cli(&args).map(exit_code),
+        Task::Layers(args) => layers::cli(&args).map(|()| ExitCode::SUCCESS),
         Task::Bench(args) => bench::cli(&args).map(|()| ExitCode::SUCCESS),
     }
 }

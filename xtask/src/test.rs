@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     cmd::{describe, run, shell_quote},
-    setup, vm, workspace_root,
+    layers, setup, vm, workspace_root,
 };
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +134,7 @@ struct Outcome {
 
 fn lint() -> Result<()> {
     let root = workspace_root();
+    layers::check(&root)?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     let programs = root.join("ebpf/programs");
     run(Command::new("rustfmt")

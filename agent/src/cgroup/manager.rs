@@ -20,12 +20,10 @@ use super::{
     CgroupError,
     fs::{Cgroupfs, Setup},
     resources::{
-        NodeResources, PodSettings, ResourceConfig, best_effort_weight, burstable_weight,
-        node_config, pod_config,
+        PodSettings, ResourceConfig, best_effort_weight, burstable_weight, node_config, pod_config,
     },
 };
-use crate::reconcile::spec::resources::pod_requests;
-use crate::status::qos::{QosClass, get_pod_qos};
+use crate::resources::{Amounts, QosClass, get_pod_qos, pod_requests};
 
 /// Controllers kernlet writes and cannot work without.
 pub const REQUIRED_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
@@ -40,10 +38,10 @@ pub struct NodeSettings {
     /// `cgroupRoot`, in cgroupfs form (`/`).
     pub cgroup_root: String,
     /// What `kubepods` is limited to (node allocatable when `pods` is enforced, else capacity).
-    pub kubepods: NodeResources,
+    pub kubepods: Amounts,
     /// Reserved cgroups to limit: (`kubeReservedCgroup` or `systemReservedCgroup`, the
     /// reservation), when enforced.
-    pub reserved: Vec<(String, NodeResources)>,
+    pub reserved: Vec<(String, Amounts)>,
     pub pods: PodSettings,
 }
 

@@ -1,7 +1,7 @@
-//! Resource enforcement through cgroup v2, written directly (DESIGN decision 5): the node-level
-//! hierarchy with node allocatable, `QoS` tiers, pod cgroups, and the conversions from Kubernetes
-//! resources to cgroup files (`Documentation/admin-guide/cgroup-v2.rst`; upstream
-//! `pkg/kubelet/cm`).
+//! Resource enforcement through cgroup v2, written directly (`docs/architecture.md`, decision 5):
+//! the node-level hierarchy with node allocatable, `QoS` tiers, pod cgroups, and what is written
+//! into them (`Documentation/admin-guide/cgroup-v2.rst`; upstream `pkg/kubelet/cm`). The
+//! arithmetic from Kubernetes resources to cgroup values is [`crate::resources`]'.
 //!
 //! The mount point is a parameter ([`Cgroupfs::new`]): unit tests write into a temp dir laid out
 //! like cgroupfs, the node-VM tests use the real `/sys/fs/cgroup`.
@@ -16,7 +16,6 @@
 //! notification, has no `memory.events`, PSI or `cgroup.kill`, and its errors do not carry the
 //! value written. The hand-written layer is a few hundred lines, names file, value and errno on
 //! every failure, and does no syscalls beyond the writes themselves.
-pub mod convert;
 pub mod fs;
 pub mod manager;
 pub mod resources;
@@ -25,9 +24,10 @@ use std::path::PathBuf;
 
 pub use fs::{Cgroupfs, Setup};
 pub use manager::{CgroupManager, NodeSettings, REQUIRED_CONTROLLERS};
-pub use resources::{NodeResources, PodSettings, ResourceConfig};
+pub use resources::{PodSettings, ResourceConfig};
 
 use crate::config::{EvictionSignal, EvictionThreshold, KubeletConfig, Quantity, ReservedResource};
+use crate::resources::{Amounts, ResourceError};
 use std::collections::BTreeMap;
 
 /// The first kernel upstream enables `MemoryQoS` on: older ones can livelock a cgroup at
@@ -94,25 +94,16 @@ pub enum CgroupError {
     Spec {
         name: String,
         #[source]
-        source: Box<crate::reconcile::spec::SpecError>,
+        source: Box<ResourceError>,
     },
 }
 
-/// What the node has, for node allocatable: milli-CPU, memory bytes, `pid_max`.
-#[must_use]
-pub fn capacity(cpu_millis: i64, memory_bytes: u64, pid_max: Option<i64>) -> NodeResources {
-    NodeResources {
-        cpu_millis: Some(cpu_millis),
-        memory_bytes: Some(i64::try_from(memory_bytes).unwrap_or(i64::MAX)),
-        pids: pid_max,
-    }
-}
-
-fn reservation(map: &BTreeMap<ReservedResource, Quantity>) -> NodeResources {
-    NodeResources {
+fn reservation(map: &BTreeMap<ReservedResource, Quantity>) -> Amounts {
+    Amounts {
         cpu_millis: map.get(&ReservedResource::Cpu).map(Quantity::milli_value),
         memory_bytes: map.get(&ReservedResource::Memory).map(Quantity::value),
         pids: map.get(&ReservedResource::Pid).map(Quantity::value),
+        ..Amounts::default()
     }
 }
 
@@ -128,10 +119,10 @@ fn eviction_memory(config: &KubeletConfig, memory: i64) -> i64 {
 /// Node allocatable: capacity minus `kubeReserved`, `systemReserved` and the hard eviction
 /// threshold (memory), never below zero.
 #[must_use]
-pub fn allocatable(config: &KubeletConfig, capacity: &NodeResources) -> NodeResources {
-    let eviction = NodeResources {
+pub fn allocatable(config: &KubeletConfig, capacity: &Amounts) -> Amounts {
+    let eviction = Amounts {
         memory_bytes: Some(eviction_memory(config, capacity.memory_bytes.unwrap_or(0))),
-        ..NodeResources::default()
+        ..Amounts::default()
     };
     capacity
         .minus(&reservation(&config.kube_reserved))
@@ -154,7 +145,7 @@ pub fn kernel_supports_memory_qos(release: &str) -> bool {
 #[must_use]
 pub fn node_settings(
     config: &KubeletConfig,
-    capacity: &NodeResources,
+    capacity: &Amounts,
     kernel_release: &str,
 ) -> NodeSettings {
     let enforce = &config.enforce_node_allocatable;

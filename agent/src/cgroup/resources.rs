@@ -3,15 +3,11 @@
 //! manager's tier shares, and `getCgroupConfig` for node allocatable).
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use super::convert::{CpuMax, shares_to_weight};
-use crate::reconcile::spec::{
-    SpecError,
-    resources::{
-        MIN_SHARES, container_resources, milli_cpu_to_quota, milli_cpu_to_shares, pod_limits,
-        pod_overhead, pod_requests,
-    },
+use crate::resources::{
+    Amounts, MIN_SHARES, QosClass, ResourceError, container_resources,
+    convert::{CpuMax, shares_to_weight},
+    get_pod_qos, milli_cpu_to_quota, milli_cpu_to_shares, pod_limits, pod_overhead, pod_requests,
 };
-use crate::status::qos::{QosClass, get_pod_qos};
 
 /// The settings of one cgroup; `None` leaves a file as it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,7 +80,7 @@ fn declares(container: &Container, resource: &str) -> bool {
 /// the summed limits when every container declares one (always for `Guaranteed`), the minimum
 /// weight for `BestEffort`, `pids.max` from `podPidsLimit`, and `memory.min` from the memory
 /// requests under `MemoryQoS`. Pod overhead is added as upstream does.
-pub fn pod_config(pod: &Pod, settings: &PodSettings) -> Result<ResourceConfig, SpecError> {
+pub fn pod_config(pod: &Pod, settings: &PodSettings) -> Result<ResourceConfig, ResourceError> {
     let mut requests = pod_requests(pod)?;
     let mut limits = pod_limits(pod)?;
     let overhead = pod_overhead(pod)?;
@@ -157,31 +153,11 @@ pub fn pod_config(pod: &Pod, settings: &PodSettings) -> Result<ResourceConfig, S
     Ok(config)
 }
 
-/// Resources the node-level cgroups are sized from: milli-CPU, memory bytes, pids.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NodeResources {
-    pub cpu_millis: Option<i64>,
-    pub memory_bytes: Option<i64>,
-    pub pids: Option<i64>,
-}
-
-impl NodeResources {
-    /// `self - other` per resource, never below zero; a resource `self` lacks stays absent.
-    #[must_use]
-    pub fn minus(&self, other: &Self) -> Self {
-        let sub = |a: Option<i64>, b: Option<i64>| a.map(|a| (a - b.unwrap_or(0)).max(0));
-        Self {
-            cpu_millis: sub(self.cpu_millis, other.cpu_millis),
-            memory_bytes: sub(self.memory_bytes, other.memory_bytes),
-            pids: sub(self.pids, other.pids),
-        }
-    }
-}
-
 /// `getCgroupConfig` for a node-level cgroup (`kubepods`, or a reserved cgroup): `memory.max`,
-/// `cpu.weight` from the CPU as shares, `pids.max`, each where the amount is known.
+/// `cpu.weight` from the CPU as shares, `pids.max`, each where the amount is known (node-level
+/// amounts: milli-CPU, memory bytes, pids).
 #[must_use]
-pub fn node_config(resources: &NodeResources) -> ResourceConfig {
+pub fn node_config(resources: &Amounts) -> ResourceConfig {
     ResourceConfig {
         cpu_weight: resources
             .cpu_millis

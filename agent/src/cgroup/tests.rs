@@ -5,21 +5,21 @@ use std::{collections::HashSet, fs, path::PathBuf};
 use k8s_openapi::api::core::v1::Pod;
 
 use super::{
-    convert::CpuMax,
     fs::{FsType, Setup},
     resources::{PodSettings, pod_config},
     *,
 };
+use crate::resources::{Amounts, convert::CpuMax};
 
 /// (cpu request, cpu limit, memory request, memory limit) of one container.
-type Amounts<'a> = (
+type Quantities<'a> = (
     Option<&'a str>,
     Option<&'a str>,
     Option<&'a str>,
     Option<&'a str>,
 );
 
-fn pod(uid: &str, containers: &[Amounts<'_>]) -> Pod {
+fn pod(uid: &str, containers: &[Quantities<'_>]) -> Pod {
     let containers: Vec<serde_json::Value> = containers
         .iter()
         .enumerate()
@@ -79,7 +79,17 @@ impl FakeRoot {
     }
 }
 
-fn settings(kubepods: NodeResources) -> NodeSettings {
+/// What the node has: milli-CPU, memory bytes, `pid_max`.
+fn capacity(cpu_millis: i64, memory_bytes: i64, pid_max: Option<i64>) -> Amounts {
+    Amounts {
+        cpu_millis: Some(cpu_millis),
+        memory_bytes: Some(memory_bytes),
+        pids: pid_max,
+        ..Amounts::default()
+    }
+}
+
+fn settings(kubepods: Amounts) -> NodeSettings {
     NodeSettings {
         cgroup_root: "/".into(),
         kubepods,
@@ -122,14 +132,7 @@ fn check_names_the_missing_controllers_and_the_ways_out() {
 #[test]
 fn init_builds_the_hierarchy_and_enforces_allocatable() {
     let root = FakeRoot::new();
-    let manager = CgroupManager::new(
-        root.fs(),
-        settings(NodeResources {
-            cpu_millis: Some(2000),
-            memory_bytes: Some(1024 * MI),
-            pids: Some(4096),
-        }),
-    );
+    let manager = CgroupManager::new(root.fs(), settings(capacity(2000, 1024 * MI, Some(4096))));
     manager.init().expect("init");
     assert_eq!(
         root.read("cgroup.subtree_control"),
@@ -146,7 +149,7 @@ fn init_builds_the_hierarchy_and_enforces_allocatable() {
 #[test]
 fn cgroup_root_prefixes_kubepods() {
     let root = FakeRoot::new();
-    let mut settings = settings(NodeResources::default());
+    let mut settings = settings(Amounts::default());
     settings.cgroup_root = "/kernlet-test/".into();
     let manager = CgroupManager::new(root.fs(), settings);
     assert_eq!(manager.kubepods(), "/kernlet-test/kubepods");
@@ -162,7 +165,7 @@ fn cgroup_root_prefixes_kubepods() {
 #[test]
 fn pods_go_under_their_qos_tier_with_their_limits() {
     let root = FakeRoot::new();
-    let manager = CgroupManager::new(root.fs(), settings(NodeResources::default()));
+    let manager = CgroupManager::new(root.fs(), settings(Amounts::default()));
     manager.init().expect("init");
 
     let guaranteed = pod(
@@ -293,7 +296,7 @@ fn allocatable_subtracts_reservations_and_hard_eviction() {
     )
     .expect("config")
     .config;
-    let capacity = capacity(2000, 1024 * MI as u64, Some(10_000));
+    let capacity = capacity(2000, 1024 * MI, Some(10_000));
     let allocatable = allocatable(&config, &capacity);
     assert_eq!(allocatable.cpu_millis, Some(1700));
     assert_eq!(allocatable.memory_bytes, Some((1024 - 100 - 200 - 50) * MI));
@@ -310,7 +313,7 @@ fn percentage_eviction_thresholds_scale_with_capacity() {
     )
     .expect("config")
     .config;
-    let allocatable = allocatable(&config, &capacity(1000, 1000 * MI as u64, None));
+    let allocatable = allocatable(&config, &capacity(1000, 1000 * MI, None));
     assert_eq!(allocatable.memory_bytes, Some(900 * MI));
     assert_eq!(allocatable.pids, None);
 }

@@ -16,10 +16,10 @@ use kernlet_ebpf_common::{
     NET_MAP, NetCounters, OOM_MAP, OomCounters, RUNQ_MAP,
 };
 
+use super::counters::{self, EbpfCounters, LatencyHistogram, OomVictim};
 use super::{EbpfError, Probes, load::Object};
-use crate::stats::model::{self, EbpfCounters, LatencyHistogram, OomVictim};
 
-const _: () = assert!(HISTOGRAM_BUCKETS == model::HISTOGRAM_BUCKETS);
+const _: () = assert!(HISTOGRAM_BUCKETS == counters::HISTOGRAM_BUCKETS);
 
 /// A map keyed by cgroup id: its object, the programs that must be loaded for it to count, and
 /// its key listing and removal (aya checks the value size, so these are typed).
@@ -119,7 +119,7 @@ pub(super) fn counters(probes: &Probes) -> Result<HashMap<u64, EbpfCounters>, Eb
             runq_latency: runq.as_ref().map(|m| latency(&get(m, id))),
             net: net.as_ref().map(|m| {
                 let n = get(m, id);
-                model::NetCounters {
+                counters::NetCounters {
                     rx_bytes: n.rx_bytes,
                     rx_packets: n.rx_packets,
                     tx_bytes: n.tx_bytes,
@@ -128,7 +128,7 @@ pub(super) fn counters(probes: &Probes) -> Result<HashMap<u64, EbpfCounters>, Eb
             }),
             block: block.as_ref().map(|m| {
                 let b = get(m, id);
-                model::BlockCounters {
+                counters::BlockCounters {
                     read_bytes: b.read_bytes,
                     write_bytes: b.write_bytes,
                     reads: b.reads,

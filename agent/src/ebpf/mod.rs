@@ -21,9 +21,10 @@
 //! RLIMIT_MEMLOCK is never raised: since Linux 5.11 BPF memory is charged to the memory cgroup, and
 //! on nodes where `setrlimit` is refused (no CAP_SYS_RESOURCE) raising it would fail anyway.
 //!
-//! Layout: this file holds the API; `load` loads and attaches programs; `maps` reads, merges and
-//! prunes the maps.
+//! Layout: this file holds the API; `counters` the agent-side counter types; `load` loads and
+//! attaches programs; `maps` reads, merges and prunes the maps.
 
+pub mod counters;
 mod load;
 mod maps;
 
@@ -38,7 +39,7 @@ use std::{
 
 use aya::{Ebpf, maps::MapError, programs::ProgramError};
 
-use crate::stats::model::EbpfCounters;
+pub use counters::EbpfCounters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {

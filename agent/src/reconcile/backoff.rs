@@ -3,7 +3,19 @@
 //! is forgotten, so a container that ran 10 minutes restarts without delay again).
 use std::{collections::HashMap, time::Duration};
 
-use super::state::Nanos;
+use super::state::{Nanos, Waiting};
+
+/// What a worker remembers between rounds (all of it recoverable: losing it on a restart only
+/// resets backoff timers, as upstream's in-memory backoff does). Kept here, beside the backoff it
+/// mostly holds, so the worker and the executor both use it without importing each other.
+#[derive(Debug, Default)]
+pub struct Memory {
+    pub restarts: Backoff,
+    pub pulls: Backoff,
+    pub waiting: HashMap<String, Waiting>,
+    /// Earliest time a waiting container may be retried (image pull backoff).
+    pub retry_at: Option<Nanos>,
+}
 
 pub const INITIAL: Duration = Duration::from_secs(10);
 pub const MAX: Duration = Duration::from_mins(5);

@@ -10,11 +10,11 @@ use kernlet_cri::v1;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    backoff::Memory,
     images::{ImageOutcome, ensure_image},
     plan::{Action, Plan, StopReason, Target},
     spec::{self, NodeContext, ResolvConf},
-    state::{PodRuntime, Waiting},
-    worker::{Memory, now_nanos},
+    state::{PodRuntime, Waiting, now_nanos},
 };
 use crate::cgroup::CgroupManager;
 use crate::cri::{CriError, Runtime};

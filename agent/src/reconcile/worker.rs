@@ -3,21 +3,18 @@
 //! PLEG wake-up, a new desired state, or the earliest backoff expiry. No periodic sync.
 //!
 //! Stopping the worker (kernlet shutting down) never touches the pod: it belongs to the runtime.
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    backoff::Backoff,
+    backoff::{Backoff, Memory},
+    execute::Executor,
     observe::Observer,
     plan::{BackingOff, Desired, backoff_key, plan},
-    state::{Nanos, PodRuntime, Waiting},
+    state::{Nanos, PodRuntime, Waiting, now_nanos},
 };
 use crate::cri::Runtime;
 
@@ -32,17 +29,6 @@ pub enum DesiredState {
         pod: Option<Arc<Pod>>,
         grace: Duration,
     },
-}
-
-/// What the worker remembers between rounds (all of it recoverable: losing it on a restart only
-/// resets backoff timers, as upstream's in-memory backoff does).
-#[derive(Debug, Default)]
-pub struct Memory {
-    pub restarts: Backoff,
-    pub pulls: Backoff,
-    pub waiting: HashMap<String, Waiting>,
-    /// Earliest time a waiting container may be retried (image pull backoff).
-    pub retry_at: Option<Nanos>,
 }
 
 /// Something that wants to know each pod's latest status (the status store).
@@ -66,16 +52,6 @@ pub struct PodReport {
     pub waiting: HashMap<String, Waiting>,
     pub backing_off: Vec<BackingOff>,
     pub terminating: bool,
-}
-
-use super::execute::Executor;
-
-/// Wall-clock nanoseconds since the epoch (CRI's time base).
-#[must_use]
-pub fn now_nanos() -> Nanos {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| Nanos::try_from(d.as_nanos()).unwrap_or(Nanos::MAX))
 }
 
 /// Shortest and longest pause after a round whose actions failed.

@@ -7,8 +7,8 @@
 //!   503 while kernlet starts and the list could still miss running pods;
 //! - `GET /healthz`: `ok`;
 //! - `GET` or `POST /stats/summary` (`pkg/kubelet/server/stats/handler.go`): the
-//!   [`Summary`] as pretty JSON; `only_cpu_and_memory=true` (in the query, or in a
-//!   form-encoded POST body, exactly once) serves the CPU-and-memory subset. Without stats the
+//!   [`Summary`](summary::Summary) as pretty JSON; `only_cpu_and_memory=true` (in the query, or
+//!   in a form-encoded POST body, exactly once) serves the CPU-and-memory subset. Without stats the
 //!   answer is upstream's `500 Internal Error: <reason>`;
 //! - `/metrics`, `/metrics/cadvisor`, `/metrics/resource` (any method, as Go's `promhttp`
 //!   handlers take): Prometheus text format 0.0.4, see [`crate::stats::metrics`]; without stats
@@ -44,8 +44,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::metrics::{self, Metrics, cadvisor::CadvisorSnapshot};
-use crate::stats::summary::{self, StatsError, Summary};
+use crate::stats::metrics::{self, Metrics};
+use crate::stats::store::{NoStats, StatsProvider};
+use crate::stats::summary;
+use crate::status::store::PodsProvider;
 
 /// How long in-flight requests may take to finish once the server is cancelled.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -53,50 +55,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest pause after a failed accept.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
-/// The pods `GET /pods` lists, each with its status filled in; the daemon keeps it current.
-pub trait PodsProvider: Send + Sync + 'static {
-    fn pods(&self) -> Vec<Pod>;
-
-    /// False while the list may miss pods that run (kernlet starting: sources not yet read or
-    /// pods not yet observed); `/pods` then answers 503 rather than an incomplete list.
-    fn complete(&self) -> bool {
-        true
-    }
-}
-
-impl<F> PodsProvider for F
-where
-    F: Fn() -> Vec<Pod> + Send + Sync + 'static,
-{
-    fn pods(&self) -> Vec<Pod> {
-        self()
-    }
-}
-
-/// The stats the server serves; the daemon's stats store implements it. Both calls should be
-/// cheap (a snapshot of what the collector last computed): they run on the request's task.
-pub trait StatsProvider: Send + Sync + 'static {
-    /// The full summary, with `usageNanoCores` from the last two samples. Also the source of
-    /// `/metrics/resource`, which reads its CPU and memory part.
-    fn summary(&self) -> Result<Summary, StatsError>;
-    /// The per-cgroup inputs of `/metrics/cadvisor`.
-    fn cadvisor(&self) -> Result<CadvisorSnapshot, StatsError>;
-}
-
-/// A [`StatsProvider`] before any collection: every call is [`StatsError::NotCollected`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoStats;
-
-impl StatsProvider for NoStats {
-    fn summary(&self) -> Result<Summary, StatsError> {
-        Err(StatsError::NotCollected)
-    }
-
-    fn cadvisor(&self) -> Result<CadvisorSnapshot, StatsError> {
-        Err(StatsError::NotCollected)
-    }
-}
 
 /// Everything the server serves.
 #[derive(Clone)]

@@ -244,8 +244,9 @@ mod stats_routes {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::stats::metrics::cadvisor::{CadvisorContainer, ContainerLabels};
+    use crate::stats::metrics::cadvisor::{CadvisorContainer, CadvisorSnapshot, ContainerLabels};
     use crate::stats::summary::testdata::{at, sample, summary};
+    use crate::stats::summary::{StatsError, Summary};
 
     struct FakeStats;
 

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kernlet_cri::v1;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +30,7 @@ use super::{
         CpuStats, FsStats, MemoryStats, PodReference, Time, VolumeStats, convert::InterfaceCounters,
     },
 };
-use crate::{cgroup::CgroupManager, cri::Runtime, ebpf::Probes, server::PodsProvider};
+use crate::{cgroup::CgroupManager, cri::Runtime, ebpf::Probes, status::store::PodsProvider};
 
 /// How often filesystem usage is measured (upstream's `volumeStatsAggPeriod` is 1 m; cAdvisor
 /// refreshes container fs usage about every minute).
@@ -96,12 +96,6 @@ fn to_system_time(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -
             ts.as_second().max(0) as u64,
             ts.subsec_nanosecond().max(0) as u32,
         )
-}
-
-/// The runtime's id of a container status (`containerd://<id>` -> `<id>`).
-pub(super) fn runtime_id(status: &ContainerStatus) -> Option<&str> {
-    let id = status.container_id.as_deref()?;
-    Some(id.split_once("://").map_or(id, |(_, id)| id))
 }
 
 impl Collector {
@@ -260,7 +254,7 @@ impl Collector {
             let Some(running) = container.state.as_ref().and_then(|s| s.running.as_ref()) else {
                 continue;
             };
-            let Some(id) = runtime_id(container).map(str::to_owned) else {
+            let Some(id) = host::runtime_id(container).map(str::to_owned) else {
                 continue;
             };
             let Some(path) = self.container_cgroup(pod, &id) else {
@@ -371,7 +365,10 @@ impl Collector {
             .await;
         let config = self.config.clone();
         let pods = pods.to_vec();
-        let measured = tokio::task::spawn_blocking(move || host::measure_fs(&config, &pods)).await;
+        let measured = tokio::task::spawn_blocking(move || {
+            host::measure_fs(&config.pod_logs_dir, &config.root_dir, &pods)
+        })
+        .await;
         let Ok((logs, volumes, node)) = measured else {
             return;
         };
@@ -457,7 +454,7 @@ fn boot_time(now: SystemTime, uptime_secs: f64) -> Option<SystemTime> {
 
 /// The limits the pod spec gives container `name`, as cAdvisor reports a container's spec.
 fn container_spec(pod: &Pod, name: &str) -> ContainerSpec {
-    use crate::reconcile::spec::resources::{
+    use crate::resources::{
         QUOTA_PERIOD_US, container_resources, milli_cpu_to_quota, milli_cpu_to_shares,
     };
     let Some(container) = pod

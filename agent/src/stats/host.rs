@@ -7,12 +7,15 @@ use std::{
     time::SystemTime,
 };
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use super::{
-    collect::{CollectorConfig, runtime_id},
-    summary::{FsStats, Time, VolumeStats, convert::InterfaceCounters},
-};
+use super::summary::{FsStats, Time, VolumeStats, convert::InterfaceCounters};
+
+/// The runtime's id of a container status (`containerd://<id>` -> `<id>`).
+pub(super) fn runtime_id(status: &ContainerStatus) -> Option<&str> {
+    let id = status.container_id.as_deref()?;
+    Some(id.split_once("://").map_or(id, |(_, id)| id))
+}
 
 /// Container ids -> cgroup paths, by walking the hierarchy (runc names a container's cgroup by
 /// its id, possibly with a prefix and suffix such as `cri-containerd-<id>.scope`).
@@ -125,11 +128,12 @@ pub type FsMeasured = (
     FsStats,
 );
 
-/// Log usage per container id, `emptyDir` usage per pod UID, and the node filesystem.
+/// Log usage per container id (below `pod_logs_dir`), `emptyDir` usage per pod UID (below
+/// `root_dir`), and the node filesystem (`root_dir`'s).
 #[must_use]
-pub fn measure_fs(config: &CollectorConfig, pods: &[Pod]) -> FsMeasured {
-    let logs_fs = statvfs(&config.pod_logs_dir);
-    let root_fs = statvfs(&config.root_dir);
+pub fn measure_fs(pod_logs_dir: &Path, root_dir: &Path, pods: &[Pod]) -> FsMeasured {
+    let logs_fs = statvfs(pod_logs_dir);
+    let root_fs = statvfs(root_dir);
     let mut logs = HashMap::new();
     let mut volumes = HashMap::new();
     for pod in pods {
@@ -140,9 +144,7 @@ pub fn measure_fs(config: &CollectorConfig, pods: &[Pod]) -> FsMeasured {
         ) else {
             continue;
         };
-        let pod_logs = config
-            .pod_logs_dir
-            .join(format!("{namespace}_{name}_{uid}"));
+        let pod_logs = pod_logs_dir.join(format!("{namespace}_{name}_{uid}"));
         for status in pod
             .status
             .iter()
@@ -157,8 +159,7 @@ pub fn measure_fs(config: &CollectorConfig, pods: &[Pod]) -> FsMeasured {
             fs.inodes_used = Some(inodes);
             logs.insert(id.to_owned(), fs);
         }
-        let empty_dirs = config
-            .root_dir
+        let empty_dirs = root_dir
             .join("pods")
             .join(uid)
             .join("volumes/kubernetes.io~empty-dir");

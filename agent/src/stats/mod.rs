@@ -1,5 +1,5 @@
 //! Per-container and per-node statistics: cgroupfs readers, eBPF counters, the stats store, and
-//! the upstream schemas they are served in. See `shared/DESIGN.md` decisions 6 and 8.
+//! the upstream schemas they are served in. See `docs/architecture.md`, decisions 6 and 8.
 pub mod cgroupfs;
 pub mod collect;
 pub mod host;

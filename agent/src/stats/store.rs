@@ -1,7 +1,7 @@
 //! The stats store: what the last collection round saw, per pod, container and node, with the
-//! sample before it for rates (`usageNanoCores`). The server reads it through
-//! [`StatsProvider`]; building a `/stats/summary` or a `/metrics/cadvisor` scrape from it only
-//! converts numbers already collected.
+//! sample before it for rates (`usageNanoCores`). Readers (the server, later eviction) see it
+//! through [`StatsProvider`], defined here with its owner; building a `/stats/summary` or a
+//! `/metrics/cadvisor` scrape from it only converts numbers already collected.
 use std::{sync::RwLock, time::SystemTime};
 
 use super::{
@@ -15,7 +15,30 @@ use super::{
         convert::InterfaceCounters,
     },
 };
-use crate::server::StatsProvider;
+
+/// The stats a reader gets; the stats store implements it. Both calls should be cheap (a
+/// snapshot of what the collector last computed): they run on the request's task.
+pub trait StatsProvider: Send + Sync + 'static {
+    /// The full summary, with `usageNanoCores` from the last two samples. Also the source of
+    /// `/metrics/resource`, which reads its CPU and memory part.
+    fn summary(&self) -> Result<Summary, StatsError>;
+    /// The per-cgroup inputs of `/metrics/cadvisor`.
+    fn cadvisor(&self) -> Result<CadvisorSnapshot, StatsError>;
+}
+
+/// A [`StatsProvider`] before any collection: every call is [`StatsError::NotCollected`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStats;
+
+impl StatsProvider for NoStats {
+    fn summary(&self) -> Result<Summary, StatsError> {
+        Err(StatsError::NotCollected)
+    }
+
+    fn cadvisor(&self) -> Result<CadvisorSnapshot, StatsError> {
+        Err(StatsError::NotCollected)
+    }
+}
 
 /// One cgroup as the round saw it.
 #[derive(Debug, Clone, Default, PartialEq)]

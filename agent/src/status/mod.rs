@@ -12,13 +12,12 @@
 //!   `UpdatePodStatus`);
 //! - phase: `phase` (`getPhase`) plus the terminal-phase rules of `generateAPIPodStatus`;
 //! - conditions: `conditions` (`pkg/kubelet/status/generate.go`);
-//! - quality-of-service class: [`qos`] (`GetPodQOS`);
+//! - quality-of-service class: [`crate::resources::qos`] (`GetPodQOS`);
 //! - pod and host IPs: `sortPodIPs` and the host-network rules of `generateAPIPodStatus`.
 
 mod conditions;
 mod containers;
 mod phase;
-pub mod qos;
 pub mod store;
 
 #[cfg(test)]
@@ -33,11 +32,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-pub use qos::{QosClass, compute_pod_qos, get_pod_qos};
-
 use crate::pod::defaults::CONFIG_SOURCE_ANNOTATION;
 use crate::reconcile::plan::BackingOff;
 use crate::reconcile::state::{Nanos, PodRuntime, Waiting};
+use crate::resources::get_pod_qos;
 
 /// What the prober last concluded for one container instance; `None`: no result yet (upstream
 /// then treats a container with that probe as not started / not ready).

@@ -21,10 +21,31 @@ use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, j
 use tokio::sync::Notify;
 
 use super::{StatusInput, pod_status};
-use crate::{
-    reconcile::worker::{PodReport, StatusSink, now_nanos},
-    server::PodsProvider,
+use crate::reconcile::{
+    state::now_nanos,
+    worker::{PodReport, StatusSink},
 };
+
+/// The pods with their status filled in, as `GET /pods` lists them; the status store implements
+/// it, tests pass a closure.
+pub trait PodsProvider: Send + Sync + 'static {
+    fn pods(&self) -> Vec<Pod>;
+
+    /// False while the list may miss pods that run (kernlet starting: sources not yet read or
+    /// pods not yet observed); `/pods` then answers 503 rather than an incomplete list.
+    fn complete(&self) -> bool {
+        true
+    }
+}
+
+impl<F> PodsProvider for F
+where
+    F: Fn() -> Vec<Pod> + Send + Sync + 'static,
+{
+    fn pods(&self) -> Vec<Pod> {
+        self()
+    }
+}
 
 /// Pods with their computed status, by UID.
 #[derive(Debug)]

@@ -320,8 +320,10 @@ fn resource_field_value(
         }
         _ => container,
     };
-    let parsed = container_resources(pod, target).map_err(spec_error)?;
-    let default = |v: Option<i64>, allocatable: i64| v.filter(|v| *v != 0).unwrap_or(allocatable);
+    let parsed = container_resources(pod, target).map_err(|e| spec_error(e.into()))?;
+    let default = |v: Option<i64>, allocatable: Option<i64>| {
+        v.filter(|v| *v != 0).unwrap_or(allocatable.unwrap_or(0))
+    };
     let divisor = match &selector.divisor {
         Some(q) => {
             let parsed = quantity_value(q).map_err(|reason| EnvError::Divisor { reason })?;

@@ -11,8 +11,8 @@
 //! - [`env`](mod@env): the environment (`makeEnvironmentVariables` in `pkg/kubelet/kubelet_pods.go`) and
 //!   `$(VAR)` expansion (`third_party/forked/golang/expansion`).
 //! - [`dns`]: the sandbox's DNS config (`GetPodDNS` in `pkg/kubelet/network/dns/dns.go`).
-//! - [`resources`]: cpu shares and quota, memory limits, `QoS` and OOM score (`helpers_linux.go`,
-//!   `pkg/kubelet/qos/policy.go`, `pkg/apis/core/v1/helper/qos`), reusable by cgroup code.
+//! - [`resources`]: the container and sandbox `LinuxContainerResources` and the OOM score
+//!   (`helpers_linux.go`, `pkg/kubelet/qos/policy.go`), from [`crate::resources`]' maths.
 //! - [`volumes`]: container mounts (`makeMounts`), the managed `/etc/hosts`, the termination-log
 //!   file, and the on-disk side: [`volumes::plan_volumes`] / [`volumes::plan_container_files`]
 //!   decide, [`volumes::prepare_volumes`] executes and [`volumes::cleanup_volumes`] undoes.
@@ -59,6 +59,7 @@ pub use volumes::{
 };
 
 use super::plan::Target;
+use crate::resources::Amounts;
 
 /// Upstream's `ErrCreateContainerConfig`: the container's config could not be built.
 pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
@@ -87,7 +88,7 @@ pub struct NodeContext {
     pub memory_capacity_bytes: u64,
     /// Node allocatable: the default limits the downward API reports, and the size cap of
     /// memory-backed emptyDir volumes.
-    pub allocatable: Allocatable,
+    pub allocatable: Amounts,
     /// `cpuCFSQuota`: whether CPU limits become a CFS quota.
     pub cpu_cfs_quota: bool,
     /// The CFS period in microseconds (`cpuCFSQuotaPeriod` when the `CustomCPUCFSQuotaPeriod`
@@ -121,7 +122,7 @@ impl NodeContext {
                 resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
             },
             memory_capacity_bytes: 0,
-            allocatable: Allocatable::default(),
+            allocatable: Amounts::default(),
             cpu_cfs_quota: true,
             cpu_cfs_quota_period_us: resources::QUOTA_PERIOD_US,
             swap_controller: false,
@@ -139,14 +140,6 @@ pub struct DnsSettings {
     pub cluster_domain: String,
     /// `None` is upstream's `resolvConf: ""`: no host resolver file at all.
     pub resolv_conf: Option<PathBuf>,
-}
-
-/// Node allocatable amounts (capacity minus reservations).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Allocatable {
-    pub cpu_millis: i64,
-    pub memory_bytes: i64,
-    pub ephemeral_storage_bytes: i64,
 }
 
 /// Why a request could not be built or the host could not be prepared.

@@ -1,43 +1,28 @@
-//! Resource conversions the upstream kubelet applies when it hands cgroup settings to the runtime,
-//! kept free of CRI plumbing where possible so cgroup code can reuse them.
+//! The CRI side of resource handling: what the upstream kubelet puts in
+//! `LinuxContainerResources` for containers and sandboxes, and the OOM score. The resource maths
+//! itself (requests, limits, `QoS`, shares, quota, `memory.high`) lives in [`crate::resources`];
+//! the items re-exported here keep the builders' imports short.
 //!
-//! - [`milli_cpu_to_shares`] / [`milli_cpu_to_quota`]: `MilliCPUToShares` (`pkg/kubelet/cm`,
-//!   clamped to `[2, 262144]`) and `milliCPUToQuota` (`kuberuntime/helpers_linux.go`, 1 ms
-//!   minimum).
 //! - [`linux_resources`]: `calculateLinuxResources` (`kuberuntime_container_linux.go`): shares
 //!   from the request (the limit when there is no request), quota and period when `cpuCFSQuota`,
 //!   the memory limit, and `memory.oom.group = 1` (cgroup v2 with `singleProcessOOMKill` unset).
-//! - the `QoS` class comes from [`crate::status::qos`] (`GetPodQOS`), shared with the pod status.
 //! - [`oom_score_adj`]: `GetContainerOOMScoreAdjust` (`pkg/kubelet/qos/policy.go`): -997 for
 //!   node-critical and `Guaranteed` pods, 1000 for `BestEffort`, `1000 - 1000*request/capacity`
 //!   clamped to `[3, 999]` for `Burstable`, sidecars no higher than the smallest app container.
-//! - [`pod_requests`] / [`pod_limits`]: `AggregateContainerRequests` / `...Limits`
-//!   (`k8s.io/component-helpers/resource`): app containers summed, init containers as a maximum,
-//!   restartable init containers (sidecars) counted in both.
-//!
-//! Pod-level `spec.resources` (the `PodLevelResources` gate) and hugepage limits are not applied.
-
-use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use kernlet_cri::v1;
 
-use super::{NodeContext, SpecError, pod_ref, pod_spec};
+use super::{NodeContext, SpecError, pod_spec};
 use crate::config::Quantity;
 use crate::pod::defaults::CONFIG_SOURCE_ANNOTATION;
-use crate::status::qos::{QosClass, get_pod_qos};
+pub use crate::resources::{QUOTA_PERIOD_US, container_resources, pod_limits, pod_overhead};
+use crate::resources::{
+    QosClass, ResourceError, Resources, convert::memory_high, get_pod_qos, milli_cpu_to_quota,
+    milli_cpu_to_shares, pod_requests,
+};
 
-/// The kernel's minimum `cpu.shares` (and what a zero request gets).
-pub const MIN_SHARES: i64 = 2;
-/// The kernel's maximum `cpu.shares`.
-pub const MAX_SHARES: i64 = 262_144;
-pub const SHARES_PER_CPU: i64 = 1024;
-pub const MILLI_CPU_PER_CPU: i64 = 1000;
-/// The default CFS period: 100 ms.
-pub const QUOTA_PERIOD_US: i64 = 100_000;
-/// The smallest CFS quota upstream sets: 1 ms.
-pub const MIN_QUOTA_US: i64 = 1000;
 /// OOM score adjustment of `Guaranteed` and node-critical containers.
 pub const GUARANTEED_OOM_SCORE_ADJ: i64 = -997;
 /// OOM score adjustment of `BestEffort` containers.
@@ -53,106 +38,39 @@ const SWAP_MAX: &str = "memory.swap.max";
 /// `scheduling.SystemCriticalPriority`.
 const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
 
-/// CPU milli-cores to `cpu.shares`: `milli * 1024 / 1000`, clamped to `[2, 262144]`; 0 gives 2.
-#[must_use]
-pub fn milli_cpu_to_shares(milli_cpu: i64) -> i64 {
-    if milli_cpu == 0 {
-        return MIN_SHARES;
+/// The same failure as the CRI builders report it: a container's quantity is a container config
+/// error, a bad overhead or a missing spec a sandbox error (upstream's reasons follow from that).
+impl From<ResourceError> for SpecError {
+    fn from(error: ResourceError) -> Self {
+        match error {
+            ResourceError::Container {
+                pod,
+                container,
+                resource,
+                value,
+                reason,
+            } => Self::Resource {
+                pod,
+                container,
+                resource,
+                value,
+                reason,
+            },
+            ResourceError::Overhead {
+                pod,
+                resource,
+                value,
+                reason,
+            } => Self::Sandbox {
+                pod,
+                reason: format!("overhead {resource} {value:?}: {reason}"),
+            },
+            ResourceError::NoSpec { pod } => Self::Sandbox {
+                pod,
+                reason: "the pod has no spec".to_owned(),
+            },
+        }
     }
-    (milli_cpu.saturating_mul(SHARES_PER_CPU) / MILLI_CPU_PER_CPU).clamp(MIN_SHARES, MAX_SHARES)
-}
-
-/// CPU milli-cores to a CFS quota over `period_us`: `milli * period / 1000`, at least 1 ms; 0
-/// (no limit) gives 0, which the runtime reads as unlimited.
-#[must_use]
-pub fn milli_cpu_to_quota(milli_cpu: i64, period_us: i64) -> i64 {
-    if milli_cpu == 0 {
-        return 0;
-    }
-    (milli_cpu.saturating_mul(period_us) / MILLI_CPU_PER_CPU).max(MIN_QUOTA_US)
-}
-
-/// cpu (milli-cores), memory and ephemeral-storage (bytes); `None` when the resource is absent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Amounts {
-    pub cpu_millis: Option<i64>,
-    pub memory_bytes: Option<i64>,
-    pub ephemeral_storage_bytes: Option<i64>,
-}
-
-impl Amounts {
-    fn add(&mut self, other: &Self) {
-        let sum = |a: Option<i64>, b: Option<i64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.saturating_add(b)),
-            (a, b) => a.or(b),
-        };
-        self.cpu_millis = sum(self.cpu_millis, other.cpu_millis);
-        self.memory_bytes = sum(self.memory_bytes, other.memory_bytes);
-        self.ephemeral_storage_bytes =
-            sum(self.ephemeral_storage_bytes, other.ephemeral_storage_bytes);
-    }
-
-    fn max(&mut self, other: &Self) {
-        let max = |a: Option<i64>, b: Option<i64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.cpu_millis = max(self.cpu_millis, other.cpu_millis);
-        self.memory_bytes = max(self.memory_bytes, other.memory_bytes);
-        self.ephemeral_storage_bytes =
-            max(self.ephemeral_storage_bytes, other.ephemeral_storage_bytes);
-    }
-}
-
-/// A container's parsed requests and limits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Resources {
-    pub requests: Amounts,
-    pub limits: Amounts,
-}
-
-/// Parses the cpu, memory and ephemeral-storage requests and limits of `container`; other
-/// resources (hugepages, extended resources) are ignored.
-pub fn container_resources(pod: &Pod, container: &Container) -> Result<Resources, SpecError> {
-    let parse = |map: Option<&BTreeMap<String, ApiQuantity>>, kind: &str| {
-        parse_amounts(map, |resource, value, reason| SpecError::Resource {
-            pod: pod_ref(pod),
-            container: container.name.clone(),
-            resource: format!("{kind}.{resource}"),
-            value: value.to_owned(),
-            reason,
-        })
-    };
-    let resources = container.resources.as_ref();
-    Ok(Resources {
-        requests: parse(resources.and_then(|r| r.requests.as_ref()), "requests")?,
-        limits: parse(resources.and_then(|r| r.limits.as_ref()), "limits")?,
-    })
-}
-
-fn parse_amounts(
-    map: Option<&BTreeMap<String, ApiQuantity>>,
-    error: impl Fn(&str, &str, String) -> SpecError,
-) -> Result<Amounts, SpecError> {
-    let mut amounts = Amounts::default();
-    for (name, quantity) in map.into_iter().flatten() {
-        let slot = match name.as_str() {
-            "cpu" => &mut amounts.cpu_millis,
-            "memory" => &mut amounts.memory_bytes,
-            "ephemeral-storage" => &mut amounts.ephemeral_storage_bytes,
-            _ => continue,
-        };
-        let parsed: Quantity = quantity
-            .0
-            .parse()
-            .map_err(|e| error(name, &quantity.0, format!("invalid quantity: {e}")))?;
-        *slot = Some(if name == "cpu" {
-            parsed.milli_value()
-        } else {
-            parsed.value()
-        });
-    }
-    Ok(amounts)
 }
 
 /// A parsed quantity in whole units (bytes), for callers outside container resources.
@@ -161,57 +79,6 @@ pub(super) fn quantity_value(quantity: &ApiQuantity) -> Result<Quantity, String>
         .0
         .parse::<Quantity>()
         .map_err(|e| format!("invalid quantity {:?}: {e}", quantity.0))
-}
-
-fn is_sidecar(container: &Container) -> bool {
-    container.restart_policy.as_deref() == Some("Always")
-}
-
-/// `AggregateContainerRequests` / `AggregateContainerLimits` for one side (requests or limits).
-fn aggregate(pod: &Pod, side: fn(&Resources) -> Amounts) -> Result<Amounts, SpecError> {
-    let spec = pod_spec(pod)?;
-    let mut total = Amounts::default();
-    for container in &spec.containers {
-        total.add(&side(&container_resources(pod, container)?));
-    }
-    let mut sidecars = Amounts::default();
-    let mut init_peak = Amounts::default();
-    for container in spec.init_containers.iter().flatten() {
-        let own = side(&container_resources(pod, container)?);
-        let in_use = if is_sidecar(container) {
-            total.add(&own);
-            sidecars.add(&own);
-            sidecars
-        } else {
-            let mut in_use = own;
-            in_use.add(&sidecars);
-            in_use
-        };
-        init_peak.max(&in_use);
-    }
-    total.max(&init_peak);
-    Ok(total)
-}
-
-/// The pod's effective requests, without overhead.
-pub fn pod_requests(pod: &Pod) -> Result<Amounts, SpecError> {
-    aggregate(pod, |r| r.requests)
-}
-
-/// The pod's effective limits, without overhead; a resource no container limits is absent.
-pub fn pod_limits(pod: &Pod) -> Result<Amounts, SpecError> {
-    aggregate(pod, |r| r.limits)
-}
-
-/// `spec.overhead`, parsed.
-pub fn pod_overhead(pod: &Pod) -> Result<Amounts, SpecError> {
-    let spec = pod_spec(pod)?;
-    parse_amounts(spec.overhead.as_ref(), |resource, value, reason| {
-        SpecError::Sandbox {
-            pod: pod_ref(pod),
-            reason: format!("overhead {resource} {value:?}: {reason}"),
-        }
-    })
 }
 
 /// `IsNodeCriticalPod`: a critical pod (static, or priority at least system-cluster-critical)
@@ -361,12 +228,12 @@ fn memory_qos(resources: &mut v1::LinuxContainerResources, parsed: &Resources, n
     let ceiling = if limit != 0 {
         limit
     } else {
-        node.allocatable.memory_bytes
+        node.allocatable.memory_bytes.unwrap_or(0)
     };
     if ceiling <= 0 {
         return;
     }
-    let high = crate::cgroup::convert::memory_high(
+    let high = memory_high(
         request as u64,
         ceiling as u64,
         node.memory_throttling_factor,

@@ -1,86 +1,17 @@
-//! Tests for [`super::resources`]: the conversions against upstream's formulas, `QoS` classes and
-//! OOM score adjustments.
+//! Tests for [`super::resources`]: the CRI resources against upstream's formulas, `QoS` classes
+//! and OOM score adjustments.
 use proptest::prelude::*;
 use serde_json::json;
 
-use crate::status::qos::{QosClass, get_pod_qos};
+use crate::resources::{QosClass, get_pod_qos, milli_cpu_to_quota, milli_cpu_to_shares};
 
 use super::resources::{
-    MAX_SHARES, MIN_QUOTA_US, MIN_SHARES, clamp_burstable, container_linux_resources,
-    linux_resources, milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj, pod_limits,
-    pod_requests, sandbox_linux_resources,
+    clamp_burstable, container_linux_resources, linux_resources, oom_score_adj,
+    sandbox_linux_resources,
 };
 use super::test_support::{node, pod, pod_with};
 
-#[test]
-fn shares_follow_upstream_table() {
-    // (milli-cores, shares) from upstream's MilliCPUToShares tests and the clamp bounds.
-    let cases = [
-        (0, 2),
-        (1, 2),
-        (2, 2),
-        (3, 3),
-        (10, 10),
-        (100, 102),
-        (250, 256),
-        (500, 512),
-        (1000, 1024),
-        (1500, 1536),
-        (256_000, 262_144),
-        (300_000, 262_144),
-        (-5, 2),
-    ];
-    for (milli, shares) in cases {
-        assert_eq!(milli_cpu_to_shares(milli), shares, "{milli}m");
-    }
-}
-
-#[test]
-fn quota_follows_upstream_table() {
-    // (milli-cores, period, quota) from upstream's milliCPUToQuota tests.
-    let cases = [
-        (0, 100_000, 0),
-        (5, 100_000, 1000),
-        (9, 100_000, 1000),
-        (10, 100_000, 1000),
-        (200, 100_000, 20_000),
-        (500, 100_000, 50_000),
-        (1000, 100_000, 100_000),
-        (1500, 100_000, 150_000),
-        (1500, 50_000, 75_000),
-        (10, 50_000, 1000),
-    ];
-    for (milli, period, quota) in cases {
-        assert_eq!(
-            milli_cpu_to_quota(milli, period),
-            quota,
-            "{milli}m/{period}"
-        );
-    }
-}
-
 proptest! {
-    #[test]
-    fn shares_match_formula(milli in 0_i64..10_000_000) {
-        let expected = if milli == 0 {
-            2
-        } else {
-            (milli * 1024 / 1000).clamp(MIN_SHARES, MAX_SHARES)
-        };
-        prop_assert_eq!(milli_cpu_to_shares(milli), expected);
-        prop_assert!((MIN_SHARES..=MAX_SHARES).contains(&milli_cpu_to_shares(milli)));
-    }
-
-    #[test]
-    fn quota_matches_formula(milli in 0_i64..10_000_000, period in 1000_i64..1_000_000) {
-        let quota = milli_cpu_to_quota(milli, period);
-        if milli == 0 {
-            prop_assert_eq!(quota, 0);
-        } else {
-            prop_assert_eq!(quota, (milli * period / 1000).max(MIN_QUOTA_US));
-        }
-    }
-
     #[test]
     fn burstable_score_stays_between_guaranteed_and_best_effort(
         request in 1_u64..(64 << 30),
@@ -239,25 +170,6 @@ fn invalid_quantity_is_an_error_naming_it() {
 }
 
 #[test]
-fn pod_totals_sum_apps_and_take_init_peak() {
-    let pod = pod(json!({
-        "containers": [
-            {"name": "a", "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "100Mi"}}},
-            {"name": "b", "resources": {"requests": {"cpu": "200m"}}},
-        ],
-        "initContainers": [
-            {"name": "big-init", "resources": {"requests": {"cpu": "1"}}},
-            {"name": "side", "restartPolicy": "Always", "resources": {"requests": {"cpu": "50m"}}},
-            {"name": "late-init", "resources": {"requests": {"cpu": "900m"}}},
-        ],
-    }));
-    // Apps 300m + sidecar 50m = 350m; init peak max(1000m, 900m + 50m) = 1000m.
-    assert_eq!(pod_requests(&pod).unwrap().cpu_millis, Some(1000));
-    assert_eq!(pod_limits(&pod).unwrap().memory_bytes, Some(100 << 20));
-    assert_eq!(pod_limits(&pod).unwrap().cpu_millis, None);
-}
-
-#[test]
 fn sandbox_resources_and_overhead() {
     let pod = pod(json!({
         "containers": [{"name": "a", "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "1Gi"}}}],
@@ -283,7 +195,7 @@ fn sandbox_resources_and_overhead() {
 fn memory_qos_sets_min_and_high_on_v2() {
     let mut node = node();
     node.memory_qos = true;
-    node.allocatable.memory_bytes = 1 << 30;
+    node.allocatable.memory_bytes = Some(1 << 30);
     let mi = 1_i64 << 20;
     let burstable =
         one_container(&json!({"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}));

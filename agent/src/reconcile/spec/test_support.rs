@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{Allocatable, DnsSettings, NodeContext};
+use super::{DnsSettings, NodeContext};
+use crate::resources::Amounts;
 
 pub(super) const UID: &str = "0f3c7a4e-uid";
 
@@ -21,10 +22,11 @@ pub(super) fn node() -> NodeContext {
             resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
         },
         memory_capacity_bytes: 8 << 30,
-        allocatable: Allocatable {
-            cpu_millis: 4000,
-            memory_bytes: 7 << 30,
-            ephemeral_storage_bytes: 100 << 30,
+        allocatable: Amounts {
+            cpu_millis: Some(4000),
+            memory_bytes: Some(7 << 30),
+            ephemeral_storage_bytes: Some(100 << 30),
+            pids: None,
         },
         cpu_cfs_quota: true,
         cpu_cfs_quota_period_us: 100_000,

@@ -217,7 +217,7 @@ fn has_backsteps(path: &Path) -> bool {
 
 /// `calculateEmptyDirMemorySize`.
 fn tmpfs_size(pod: &Pod, volume: &Volume, node: &NodeContext) -> Result<Option<i64>, SpecError> {
-    let mut size = node.allocatable.memory_bytes;
+    let mut size = node.allocatable.memory_bytes.unwrap_or(0);
     let spec = pod_spec(pod)?;
     let all_limited = super::all_containers(spec).all(|c| {
         c.resources

@@ -168,7 +168,7 @@ fn volume_mount_at_etc_hosts_replaces_the_managed_file() {
 #[test]
 fn pod_plan_lists_dirs_tmpfs_and_host_paths() {
     let mut node = node();
-    node.allocatable.memory_bytes = 1 << 30;
+    node.allocatable.memory_bytes = Some(1 << 30);
     let plan = plan_volumes(&volume_pod(), &node).unwrap();
     let pod_dir = PathBuf::from(format!("/var/lib/kubelet/pods/{UID}"));
     let dirs: Vec<(PathBuf, u32)> = plan.dirs.iter().map(|d| (d.path.clone(), d.mode)).collect();
@@ -208,7 +208,7 @@ fn pod_plan_lists_dirs_tmpfs_and_host_paths() {
 fn tmpfs_size_follows_allocatable_pod_limit_and_size_limit() {
     let size = |spec: serde_json::Value, allocatable: i64| {
         let mut node = node();
-        node.allocatable.memory_bytes = allocatable;
+        node.allocatable.memory_bytes = Some(allocatable);
         plan_volumes(&pod(spec), &node).unwrap().tmpfs[0].size_bytes
     };
     let volumes = json!([{"name": "m", "emptyDir": {"medium": "Memory"}}]);

@@ -1,6 +1,7 @@
 //! cgroupfs readers: fill [`CgroupSample`](super::model::CgroupSample) for one cgroup v2 directory
 //! and the node totals from `/proc`, in the kernel's own units. They are the fallback where eBPF
-//! cannot count and the reference eBPF numbers are tested against (`shared/DESIGN.md` decision 6).
+//! cannot count and the reference eBPF numbers are tested against (`docs/architecture.md`,
+//! decision 6).
 //!
 //! Formats follow `Documentation/admin-guide/cgroup-v2.rst`: "Interface Files" (flat keyed,
 //! nested keyed, single value, `max`), "CPU" (`cpu.stat`), "Memory" (`memory.current`, `.peak`,

@@ -1,17 +1,27 @@
 //! The arithmetic from Kubernetes resources to cgroup v2 values, after upstream:
 //!
+//! - [`milli_cpu_to_shares`] / [`milli_cpu_to_quota`]: `MilliCPUToShares` (`pkg/kubelet/cm`,
+//!   clamped to `[2, 262144]`) and `milliCPUToQuota` (`kuberuntime/helpers_linux.go`, 1 ms
+//!   minimum).
 //! - `cpu.weight` from CPU shares: the KEP-2254 mapping runc 1.1 and libcontainer's
 //!   `ConvertCPUSharesToCgroupV2Value` use, `1 + (shares - 2) * 9999 / 262142` (shares 2 -> 1,
 //!   1024 -> 39, 262144 -> 10000). Newer runc (>= 1.3.2) switched to a logarithmic mapping
 //!   (1024 -> 100); kernlet keeps the one the node's runtime applies to container cgroups, so pod
 //!   and container weights stay on one scale.
-//! - shares from milli-CPU: `MilliCPUToShares`
-//!   ([`crate::reconcile::spec::resources::milli_cpu_to_shares`]).
 //! - `cpu.max`: `"<quota> <period>"` or `"max <period>"` (libcontainer's `fs2` `setCpu`).
 //! - `memory.high` under `MemoryQoS` (KEP-2570, `kuberuntime_container_linux.go`):
 //!   `floor((request + factor * (limit - request)) / page) * page`, where the limit is the
 //!   container's, else node allocatable memory; set only above the request.
-use crate::reconcile::spec::resources::{MAX_SHARES, MIN_SHARES};
+/// The kernel's minimum `cpu.shares` (and what a zero request gets).
+pub const MIN_SHARES: i64 = 2;
+/// The kernel's maximum `cpu.shares`.
+pub const MAX_SHARES: i64 = 262_144;
+pub const SHARES_PER_CPU: i64 = 1024;
+pub const MILLI_CPU_PER_CPU: i64 = 1000;
+/// The default CFS period: 100 ms.
+pub const QUOTA_PERIOD_US: i64 = 100_000;
+/// The smallest CFS quota upstream sets: 1 ms.
+pub const MIN_QUOTA_US: i64 = 1000;
 
 /// The kernel's `cpu.weight` range.
 pub const MIN_WEIGHT: u64 = 1;
@@ -19,6 +29,25 @@ pub const MAX_WEIGHT: u64 = 10_000;
 /// The page size `memory.high` is rounded down to (upstream uses `os.Getpagesize()`; 4 KiB on
 /// every architecture kernlet runs on).
 pub const PAGE_SIZE: u64 = 4096;
+
+/// CPU milli-cores to `cpu.shares`: `milli * 1024 / 1000`, clamped to `[2, 262144]`; 0 gives 2.
+#[must_use]
+pub fn milli_cpu_to_shares(milli_cpu: i64) -> i64 {
+    if milli_cpu == 0 {
+        return MIN_SHARES;
+    }
+    (milli_cpu.saturating_mul(SHARES_PER_CPU) / MILLI_CPU_PER_CPU).clamp(MIN_SHARES, MAX_SHARES)
+}
+
+/// CPU milli-cores to a CFS quota over `period_us`: `milli * period / 1000`, at least 1 ms; 0
+/// (no limit) gives 0, which the runtime reads as unlimited.
+#[must_use]
+pub fn milli_cpu_to_quota(milli_cpu: i64, period_us: i64) -> i64 {
+    if milli_cpu == 0 {
+        return 0;
+    }
+    (milli_cpu.saturating_mul(period_us) / MILLI_CPU_PER_CPU).max(MIN_QUOTA_US)
+}
 
 /// `cpu.shares` (cgroup v1) to `cpu.weight` (cgroup v2); 0 (unset) stays 0.
 #[must_use]
@@ -65,8 +94,54 @@ pub fn memory_high(request: u64, limit: u64, factor: f64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::spec::resources::milli_cpu_to_shares;
     use proptest::prelude::*;
+
+    #[test]
+    fn shares_follow_upstream_table() {
+        // (milli-cores, shares) from upstream's MilliCPUToShares tests and the clamp bounds.
+        let cases = [
+            (0, 2),
+            (1, 2),
+            (2, 2),
+            (3, 3),
+            (10, 10),
+            (100, 102),
+            (250, 256),
+            (500, 512),
+            (1000, 1024),
+            (1500, 1536),
+            (256_000, 262_144),
+            (300_000, 262_144),
+            (-5, 2),
+        ];
+        for (milli, shares) in cases {
+            assert_eq!(milli_cpu_to_shares(milli), shares, "{milli}m");
+        }
+    }
+
+    #[test]
+    fn quota_follows_upstream_table() {
+        // (milli-cores, period, quota) from upstream's milliCPUToQuota tests.
+        let cases = [
+            (0, 100_000, 0),
+            (5, 100_000, 1000),
+            (9, 100_000, 1000),
+            (10, 100_000, 1000),
+            (200, 100_000, 20_000),
+            (500, 100_000, 50_000),
+            (1000, 100_000, 100_000),
+            (1500, 100_000, 150_000),
+            (1500, 50_000, 75_000),
+            (10, 50_000, 1000),
+        ];
+        for (milli, period, quota) in cases {
+            assert_eq!(
+                milli_cpu_to_quota(milli, period),
+                quota,
+                "{milli}m/{period}"
+            );
+        }
+    }
 
     #[test]
     fn weights_match_the_kep_2254_table() {
@@ -119,6 +194,27 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn shares_match_formula(milli in 0_i64..10_000_000) {
+            let expected = if milli == 0 {
+                2
+            } else {
+                (milli * 1024 / 1000).clamp(MIN_SHARES, MAX_SHARES)
+            };
+            prop_assert_eq!(milli_cpu_to_shares(milli), expected);
+            prop_assert!((MIN_SHARES..=MAX_SHARES).contains(&milli_cpu_to_shares(milli)));
+        }
+
+        #[test]
+        fn quota_matches_formula(milli in 0_i64..10_000_000, period in 1000_i64..1_000_000) {
+            let quota = milli_cpu_to_quota(milli, period);
+            if milli == 0 {
+                prop_assert_eq!(quota, 0);
+            } else {
+                prop_assert_eq!(quota, (milli * period / 1000).max(MIN_QUOTA_US));
+            }
+        }
+
         #[test]
         fn weight_is_monotonic_and_in_range(a in 2_u64..=262_144, b in 2_u64..=262_144) {
             let (wa, wb) = (shares_to_weight(a), shares_to_weight(b));
