@@ -187,14 +187,7 @@ fn deletion_runs_pre_stop_then_sigterm_and_kills_after_the_grace_period() -> Res
         "stubborn took {:?}",
         gone["stubborn"]
     );
-    for (name, pod_uid) in &uids {
-        let view = runtime_view(&node, pod_uid)?;
-        ensure!(
-            view.sandboxes.is_empty() && view.containers.is_empty(),
-            "{name} left {view:?} in the runtime"
-        );
-    }
-    Ok(())
+    nothing_left(&node, &uids)
 }
 
 #[test]
@@ -393,6 +386,38 @@ fn init_containers_run_in_order_and_failures_follow_the_restart_policy() -> Resu
     Ok(())
 }
 
+/// The deleted pods left nothing in the runtime, and their stops were timed.
+fn nothing_left(node: &TestNode, uids: &BTreeMap<&str, String>) -> Result<()> {
+    for (name, pod_uid) in uids {
+        let view = runtime_view(node, pod_uid)?;
+        ensure!(
+            view.sandboxes.is_empty() && view.containers.is_empty(),
+            "{name} left {view:?} in the runtime"
+        );
+    }
+    // The preStop exec and the stops are timed like every other CRI call.
+    cri_calls_timed(
+        node,
+        &[
+            "ExecSync",
+            "StopContainer",
+            "StopPodSandbox",
+            "RemovePodSandbox",
+        ],
+    )?;
+    Ok(())
+}
+
+/// `/metrics` has a CRI latency series for each of `methods`.
+fn cri_calls_timed(node: &TestNode, methods: &[&str]) -> Result<()> {
+    let metrics = node.get("/metrics")?;
+    for method in methods {
+        let count = format!("kernlet_cri_request_duration_seconds_count{{method=\"{method}\"}}");
+        ensure!(metrics.contains(&count), "no {count} in /metrics");
+    }
+    Ok(())
+}
+
 fn simple_manifest(name: &str, image: &str, policy: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  \
@@ -466,6 +491,8 @@ fn image_pull_failures_show_upstream_reasons_and_spare_the_node() -> Result<()> 
         assert_eq!(phase(&pod), "Pending", "{name}");
         assert!(status(&pod, "main")["containerID"].is_null(), "{name}");
     }
+    // Failed pulls are timed too.
+    cri_calls_timed(&node, &["PullImage"])?;
     Ok(())
 }
 

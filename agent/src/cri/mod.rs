@@ -2,11 +2,14 @@
 //!
 //! Every call carries a deadline: `runtimeRequestTimeout` (default 2 m) as upstream, except image
 //! pulls, which upstream also exempts, and `StopContainer`, whose deadline adds the grace period.
+//! Callers use one typed method per CRI call (`calls.rs`); each is timed in
+//! `kernlet_cri_request_duration_seconds{method}` through the observer.
 //! Start-up does the `Version` handshake and retries an unreachable runtime with capped
 //! exponential backoff, logging each failure, instead of exiting or spinning.
 //!
 //! Reference: k8s.io/cri-api `api.proto`; kubelet `pkg/kubelet/kuberuntime` (remote runtime).
 
+mod calls;
 pub mod labels;
 
 use std::{future::Future, pin::Pin, time::Duration};
@@ -79,7 +82,7 @@ pub struct Runtime {
     observer: Option<CallObserver>,
 }
 
-/// Told the method and the duration of every call made through [`Runtime::call`] (kernlet's
+/// Told the method and the duration of every CRI call (kernlet's
 /// `/metrics` CRI latency histogram).
 pub type CallObserver = std::sync::Arc<dyn Fn(&'static str, Duration) + Send + Sync>;
 
@@ -122,7 +125,11 @@ impl Runtime {
             version: kernlet_cri::CRI_API_VERSION.into(),
         };
         let mut client = runtime.runtime.clone();
-        let version = runtime.call("Version", client.version(request)).await?;
+        let version = runtime
+            .call("Version", runtime.timeout, async move {
+                client.version(request).await
+            })
+            .await?;
         if version.runtime_api_version != kernlet_cri::CRI_API_VERSION {
             return Err(CriError::Version {
                 endpoint: config.endpoint.clone(),
@@ -164,56 +171,34 @@ impl Runtime {
         &self.version
     }
 
-    /// The runtime service client, for calls without a wrapper here.
-    #[must_use]
-    pub fn runtime_client(&self) -> RuntimeServiceClient<Channel> {
-        self.runtime.clone()
-    }
-
-    /// The image service client.
-    #[must_use]
-    pub fn image_client(&self) -> ImageServiceClient<Channel> {
-        self.images.clone()
-    }
-
-    /// This runtime with every later [`Runtime::call`] reported to `observer`.
+    /// This runtime with every later call reported to `observer`.
     #[must_use]
     pub fn with_observer(mut self, observer: CallObserver) -> Self {
         self.observer = Some(observer);
         self
     }
 
-    /// Runs one call with the default deadline.
-    pub fn call<'a, T: Send + 'a>(
+    /// Runs one call with deadline `after`, reporting it to the observer. The call is boxed:
+    /// tonic's futures are large, and keeping them out of every caller's state machine keeps
+    /// the workers' futures small.
+    fn call<'a, T: Send + 'a>(
         &self,
-        method: &'static str,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'a,
-    ) -> CallFuture<'a, T> {
-        let inner = Self::call_within(method, self.timeout, call);
-        let Some(observer) = self.observer.clone() else {
-            return inner;
-        };
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let result = inner.await;
-            observer(method, started.elapsed());
-            result
-        })
-    }
-
-    /// Runs one call with deadline `after`. The call is boxed: tonic's futures are large, and
-    /// keeping them out of every caller's state machine keeps the workers' futures small.
-    pub fn call_within<'a, T: Send + 'a>(
         method: &'static str,
         after: Duration,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'a,
     ) -> CallFuture<'a, T> {
+        let observer = self.observer.clone();
         Box::pin(async move {
-            match tokio::time::timeout(after, call).await {
+            let started = tokio::time::Instant::now();
+            let result = match tokio::time::timeout(after, call).await {
                 Ok(Ok(response)) => Ok(response.into_inner()),
                 Ok(Err(status)) => Err(CriError::Call { method, status }),
                 Err(_) => Err(CriError::Timeout { method, after }),
+            };
+            if let Some(observer) = observer {
+                observer(method, started.elapsed());
             }
+            result
         })
     }
 

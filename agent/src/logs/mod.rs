@@ -206,7 +206,6 @@ async fn check_running(
     log_paths: &mut HashMap<String, Option<PathBuf>>,
     cancel: &CancellationToken,
 ) {
-    let mut client = runtime.runtime_client();
     let request = v1::ListContainersRequest {
         filter: Some(v1::ContainerFilter {
             state: Some(v1::ContainerStateValue {
@@ -217,7 +216,7 @@ async fn check_running(
     };
     let listed = tokio::select! {
         () = cancel.cancelled() => return,
-        listed = runtime.call("ListContainers", client.list_containers(request)) => listed,
+        listed = runtime.list_containers(request) => listed,
     };
     let containers = match listed {
         Ok(response) => response.containers,
@@ -276,15 +275,11 @@ async fn log_path(
     if let Some(known) = log_paths.get(id) {
         return known.clone();
     }
-    let mut client = runtime.runtime_client();
     let request = v1::ContainerStatusRequest {
         container_id: id.to_owned(),
         verbose: false,
     };
-    let status = match runtime
-        .call("ContainerStatus", client.container_status(request))
-        .await
-    {
+    let status = match runtime.container_status(request).await {
         Ok(response) => response.status?,
         Err(error) if error.is_not_found() => return None,
         Err(error) => {
@@ -300,14 +295,10 @@ async fn log_path(
 
 /// `ReopenContainerLog`: the runtime closes the container's log and creates it again.
 async fn reopen(runtime: &Runtime, id: &str) -> Result<(), CriError> {
-    let mut client = runtime.runtime_client();
     let request = v1::ReopenContainerLogRequest {
         container_id: id.to_owned(),
     };
-    runtime
-        .call("ReopenContainerLog", client.reopen_container_log(request))
-        .await
-        .map(drop)
+    runtime.reopen_container_log(request).await.map(drop)
 }
 
 /// Checks one log: the file work ([`rotate_file`]) on the blocking pool, then `reopen` (the

@@ -17,7 +17,7 @@ use super::{
     state::{PodRuntime, Waiting, now_nanos},
 };
 use crate::cgroup::CgroupManager;
-use crate::cri::{CriError, Runtime};
+use crate::cri::{CallFuture, CriError, Runtime};
 
 /// Upstream's `minimumGracePeriodInSeconds`: what is left for SIGTERM after a slow preStop hook.
 const MINIMUM_GRACE: Duration = Duration::from_secs(2);
@@ -118,27 +118,32 @@ impl Executor {
                     let request = v1::StopPodSandboxRequest {
                         pod_sandbox_id: id.clone(),
                     };
-                    let mut client = self.runtime.runtime_client();
-                    self.tolerate_missing(uid, "StopPodSandbox", client.stop_pod_sandbox(request))
-                        .await?;
+                    self.tolerate_missing(
+                        uid,
+                        "StopPodSandbox",
+                        self.runtime.stop_pod_sandbox(request),
+                    )
+                    .await?;
                 }
                 Action::RemoveContainer { id } => {
                     let request = v1::RemoveContainerRequest {
                         container_id: id.clone(),
                     };
-                    let mut client = self.runtime.runtime_client();
-                    self.tolerate_missing(uid, "RemoveContainer", client.remove_container(request))
-                        .await?;
+                    self.tolerate_missing(
+                        uid,
+                        "RemoveContainer",
+                        self.runtime.remove_container(request),
+                    )
+                    .await?;
                 }
                 Action::RemoveSandbox { id } => {
                     let request = v1::RemovePodSandboxRequest {
                         pod_sandbox_id: id.clone(),
                     };
-                    let mut client = self.runtime.runtime_client();
                     self.tolerate_missing(
                         uid,
                         "RemovePodSandbox",
-                        client.remove_pod_sandbox(request),
+                        self.runtime.remove_pod_sandbox(request),
                     )
                     .await?;
                 }
@@ -228,14 +233,13 @@ impl Executor {
         let config =
             spec::sandbox_config(pod, attempt, &self.node, &self.resolv, parent.as_deref())
                 .map_err(|e| spec_error(uid, &e.to_string()))?;
-        let mut client = self.runtime.runtime_client();
         let request = v1::RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: String::new(),
         };
         let id = self
             .runtime
-            .call("RunPodSandbox", client.run_pod_sandbox(request))
+            .run_pod_sandbox(request)
             .await
             .map_err(|source| ExecuteError::Runtime {
                 uid: uid.into(),
@@ -249,7 +253,7 @@ impl Executor {
         };
         let ip = self
             .runtime
-            .call("PodSandboxStatus", client.pod_sandbox_status(request))
+            .pod_sandbox_status(request)
             .await
             .ok()
             .and_then(|r| r.status)
@@ -349,17 +353,12 @@ impl Executor {
                 return Err(Self::wait(uid, &name, waiting, memory));
             }
         };
-        let mut client = self.runtime.runtime_client();
         let request = v1::CreateContainerRequest {
             pod_sandbox_id: sandbox.id.clone(),
             config: Some(config),
             sandbox_config: Some(sandbox.config.clone()),
         };
-        let id = match self
-            .runtime
-            .call("CreateContainer", client.create_container(request))
-            .await
-        {
+        let id = match self.runtime.create_container(request).await {
             Ok(response) => response.container_id,
             Err(error) => {
                 let waiting = Waiting {
@@ -372,11 +371,7 @@ impl Executor {
         let request = v1::StartContainerRequest {
             container_id: id.clone(),
         };
-        if let Err(error) = self
-            .runtime
-            .call("StartContainer", client.start_container(request))
-            .await
-        {
+        if let Err(error) = self.runtime.start_container(request).await {
             let waiting = Waiting {
                 reason: "RunContainerError".into(),
                 message: error.to_string(),
@@ -441,19 +436,12 @@ impl Executor {
         let started = Instant::now();
         if let Some(command) = spec.and_then(pre_stop_command) {
             let timeout = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-            let mut client = self.runtime.runtime_client();
             let request = v1::ExecSyncRequest {
                 container_id: id.to_owned(),
                 cmd: command,
                 timeout,
             };
-            match Runtime::call_within(
-                "ExecSync",
-                grace + self.runtime.timeout(),
-                client.exec_sync(request),
-            )
-            .await
-            {
+            match self.runtime.exec_sync(request).await {
                 Ok(result) if result.exit_code != 0 => {
                     tracing::warn!(%uid, container = id, exit_code = result.exit_code, "preStop hook failed");
                 }
@@ -463,14 +451,11 @@ impl Executor {
         }
         let left = grace_after_hook(grace, started.elapsed());
         tracing::info!(%uid, container = id, ?reason, grace = ?left, "stopping container");
-        let mut client = self.runtime.runtime_client();
         let request = v1::StopContainerRequest {
             container_id: id.to_owned(),
             timeout: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
         };
-        let deadline = self.runtime.timeout() + left;
-        match Runtime::call_within("StopContainer", deadline, client.stop_container(request)).await
-        {
+        match self.runtime.stop_container(request).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(source) => Err(ExecuteError::Runtime {
@@ -486,9 +471,9 @@ impl Executor {
         &self,
         uid: &str,
         action: &'static str,
-        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send,
+        call: CallFuture<'_, T>,
     ) -> Result<(), ExecuteError> {
-        match self.runtime.call(action, call).await {
+        match call.await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(source) => Err(ExecuteError::Runtime {

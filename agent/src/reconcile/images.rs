@@ -60,7 +60,6 @@ pub async fn ensure_image(
         let message = format!("Back-off pulling image {image:?}");
         return waiting("ImagePullBackOff", message, Some(until));
     }
-    let mut client = runtime.image_client();
     let request = v1::PullImageRequest {
         image: Some(v1::ImageSpec {
             image: image.to_owned(),
@@ -68,9 +67,7 @@ pub async fn ensure_image(
         }),
         ..Default::default()
     };
-    // Pulls have no runtimeRequestTimeout upstream; bound them generously all the same.
-    let deadline = runtime.timeout() * 5;
-    match Runtime::call_within("PullImage", deadline, client.pull_image(request)).await {
+    match runtime.pull_image(request).await {
         Ok(response) => ImageOutcome::Ready(response.image_ref),
         Err(error) => {
             pulls.next(&key, now);
@@ -86,7 +83,6 @@ pub async fn ensure_image(
 
 /// The runtime's reference for `image` when it is present locally.
 async fn image_ref(runtime: &Runtime, image: &str) -> Result<Option<String>, crate::cri::CriError> {
-    let mut client = runtime.image_client();
     let request = v1::ImageStatusRequest {
         image: Some(v1::ImageSpec {
             image: image.to_owned(),
@@ -94,8 +90,6 @@ async fn image_ref(runtime: &Runtime, image: &str) -> Result<Option<String>, cra
         }),
         verbose: false,
     };
-    let status = runtime
-        .call("ImageStatus", client.image_status(request))
-        .await?;
+    let status = runtime.image_status(request).await?;
     Ok(status.image.map(|i| i.id))
 }

@@ -35,29 +35,22 @@ impl Observer {
         uid: Option<&str>,
     ) -> Result<HashMap<String, PodRuntime>, CriError> {
         let selector = uid.map(labels::pod_selector).unwrap_or_default();
-        let mut client = runtime.runtime_client();
         let sandboxes = runtime
-            .call(
-                "ListPodSandbox",
-                client.list_pod_sandbox(v1::ListPodSandboxRequest {
-                    filter: Some(v1::PodSandboxFilter {
-                        label_selector: selector.clone(),
-                        ..Default::default()
-                    }),
+            .list_pod_sandbox(v1::ListPodSandboxRequest {
+                filter: Some(v1::PodSandboxFilter {
+                    label_selector: selector.clone(),
+                    ..Default::default()
                 }),
-            )
+            })
             .await?
             .items;
         let containers = runtime
-            .call(
-                "ListContainers",
-                client.list_containers(v1::ListContainersRequest {
-                    filter: Some(v1::ContainerFilter {
-                        label_selector: selector,
-                        ..Default::default()
-                    }),
+            .list_containers(v1::ListContainersRequest {
+                filter: Some(v1::ContainerFilter {
+                    label_selector: selector,
+                    ..Default::default()
                 }),
-            )
+            })
             .await?
             .containers;
 
@@ -129,15 +122,11 @@ impl Observer {
         if !ready {
             return Ok(None);
         }
-        let mut client = runtime.runtime_client();
         let request = v1::PodSandboxStatusRequest {
             pod_sandbox_id: id.to_owned(),
             verbose: false,
         };
-        let status = match runtime
-            .call("PodSandboxStatus", client.pod_sandbox_status(request))
-            .await
-        {
+        let status = match runtime.pod_sandbox_status(request).await {
             Ok(response) => response.status,
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
@@ -186,15 +175,11 @@ impl Observer {
                 .unwrap_or_default(),
             image_ref: item.image_ref.clone(),
         };
-        let mut client = runtime.runtime_client();
         let request = v1::ContainerStatusRequest {
             container_id: item.id.clone(),
             verbose: false,
         };
-        match runtime
-            .call("ContainerStatus", client.container_status(request))
-            .await
-        {
+        match runtime.container_status(request).await {
             Ok(response) => {
                 if let Some(status) = response.status {
                     container.state = run_state(status.state);

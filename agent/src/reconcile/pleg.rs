@@ -93,19 +93,12 @@ pub async fn run(runtime: Runtime, wakers: Wakers, cancel: CancellationToken) {
 }
 
 async fn relist(runtime: &Runtime) -> Result<Fingerprint, crate::cri::CriError> {
-    let mut client = runtime.runtime_client();
     let sandboxes = runtime
-        .call(
-            "ListPodSandbox",
-            client.list_pod_sandbox(v1::ListPodSandboxRequest::default()),
-        )
+        .list_pod_sandbox(v1::ListPodSandboxRequest::default())
         .await?
         .items;
     let containers = runtime
-        .call(
-            "ListContainers",
-            client.list_containers(v1::ListContainersRequest::default()),
-        )
+        .list_containers(v1::ListContainersRequest::default())
         .await?
         .containers;
     let mut fingerprint = Fingerprint::new();
@@ -144,15 +137,13 @@ async fn watch_events(
 ) {
     let mut delay = Duration::from_secs(1);
     loop {
-        let mut client = runtime.runtime_client();
         let stream = tokio::select! {
             () = cancel.cancelled() => return,
-            stream = client.get_container_events(v1::GetEventsRequest {}) => stream,
+            stream = runtime.container_events() => stream,
         };
         match stream {
-            Ok(response) => {
+            Ok(mut stream) => {
                 flowing.notify_one();
-                let mut stream = response.into_inner();
                 loop {
                     let message = tokio::select! {
                         () = cancel.cancelled() => return,
@@ -173,13 +164,13 @@ async fn watch_events(
                     }
                 }
             }
-            Err(status) if status.code() == tonic::Code::Unimplemented => {
+            Err(error) if error.code() == Some(tonic::Code::Unimplemented) => {
                 tracing::info!(
                     "runtime has no container event stream; the relist alone drives pod updates"
                 );
                 return;
             }
-            Err(status) => tracing::warn!(%status, "cannot open the container event stream"),
+            Err(error) => tracing::warn!(%error, "cannot open the container event stream"),
         }
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -349,20 +349,9 @@ impl Collector {
 
     async fn refresh_fs(&mut self, pods: &[Pod]) {
         self.fs.at = Some(Instant::now());
-        let mut client = self.runtime.runtime_client();
         let request = v1::ListContainerStatsRequest { filter: None };
-        let stats = self
-            .runtime
-            .call("ListContainerStats", client.list_container_stats(request))
-            .await;
-        let mut image_client = self.runtime.image_client();
-        let image_fs = self
-            .runtime
-            .call(
-                "ImageFsInfo",
-                image_client.image_fs_info(v1::ImageFsInfoRequest {}),
-            )
-            .await;
+        let stats = self.runtime.list_container_stats(request).await;
+        let image_fs = self.runtime.image_fs_info(v1::ImageFsInfoRequest {}).await;
         let config = self.config.clone();
         let pods = pods.to_vec();
         let measured = tokio::task::spawn_blocking(move || {

@@ -1,0 +1,96 @@
+//! One typed method per CRI call. Each goes through [`Runtime::call`], so every call has its
+//! deadline and is timed in `kernlet_cri_request_duration_seconds{method}`, and the method name
+//! is written once, here, rather than at each call site.
+//!
+//! Deadlines are `runtimeRequestTimeout`, except where upstream makes room for the work the call
+//! waits on: `StopContainer` adds the grace period, `ExecSync` the command's timeout, and
+//! `PullImage` (exempt from the timeout upstream) gets five times the timeout.
+use std::time::Duration;
+
+use kernlet_cri::v1;
+
+use super::{CallFuture, CriError, Runtime};
+
+macro_rules! calls {
+    ($($service:ident $name:ident $method:literal ($request:ident) -> $response:ident;)*) => {
+        impl Runtime {
+            $(
+                #[doc = concat!("CRI `", $method, "`.")]
+                pub fn $name(&self, request: v1::$request) -> CallFuture<'static, v1::$response> {
+                    let mut client = self.$service.clone();
+                    self.call($method, self.timeout, async move { client.$name(request).await })
+                }
+            )*
+        }
+    };
+}
+
+calls! {
+    runtime list_pod_sandbox "ListPodSandbox" (ListPodSandboxRequest) -> ListPodSandboxResponse;
+    runtime pod_sandbox_status "PodSandboxStatus" (PodSandboxStatusRequest) -> PodSandboxStatusResponse;
+    runtime run_pod_sandbox "RunPodSandbox" (RunPodSandboxRequest) -> RunPodSandboxResponse;
+    runtime stop_pod_sandbox "StopPodSandbox" (StopPodSandboxRequest) -> StopPodSandboxResponse;
+    runtime remove_pod_sandbox "RemovePodSandbox" (RemovePodSandboxRequest) -> RemovePodSandboxResponse;
+    runtime list_containers "ListContainers" (ListContainersRequest) -> ListContainersResponse;
+    runtime container_status "ContainerStatus" (ContainerStatusRequest) -> ContainerStatusResponse;
+    runtime create_container "CreateContainer" (CreateContainerRequest) -> CreateContainerResponse;
+    runtime start_container "StartContainer" (StartContainerRequest) -> StartContainerResponse;
+    runtime remove_container "RemoveContainer" (RemoveContainerRequest) -> RemoveContainerResponse;
+    runtime reopen_container_log "ReopenContainerLog" (ReopenContainerLogRequest) -> ReopenContainerLogResponse;
+    runtime list_container_stats "ListContainerStats" (ListContainerStatsRequest) -> ListContainerStatsResponse;
+    images image_status "ImageStatus" (ImageStatusRequest) -> ImageStatusResponse;
+    images image_fs_info "ImageFsInfo" (ImageFsInfoRequest) -> ImageFsInfoResponse;
+}
+
+impl Runtime {
+    /// CRI `StopContainer`: the runtime may take the request's grace period before it kills.
+    pub fn stop_container(
+        &self,
+        request: v1::StopContainerRequest,
+    ) -> CallFuture<'static, v1::StopContainerResponse> {
+        let grace = Duration::from_secs(u64::try_from(request.timeout).unwrap_or(0));
+        let mut client = self.runtime.clone();
+        self.call("StopContainer", self.timeout + grace, async move {
+            client.stop_container(request).await
+        })
+    }
+
+    /// CRI `ExecSync`: the command may run for the request's timeout.
+    pub fn exec_sync(
+        &self,
+        request: v1::ExecSyncRequest,
+    ) -> CallFuture<'static, v1::ExecSyncResponse> {
+        let runs = Duration::from_secs(u64::try_from(request.timeout).unwrap_or(0));
+        let mut client = self.runtime.clone();
+        self.call("ExecSync", self.timeout + runs, async move {
+            client.exec_sync(request).await
+        })
+    }
+
+    /// CRI `PullImage`: no `runtimeRequestTimeout` upstream; bounded generously all the same.
+    pub fn pull_image(
+        &self,
+        request: v1::PullImageRequest,
+    ) -> CallFuture<'static, v1::PullImageResponse> {
+        let mut client = self.images.clone();
+        self.call("PullImage", self.timeout * 5, async move {
+            client.pull_image(request).await
+        })
+    }
+
+    /// CRI `GetContainerEvents`: the stream of container events, for as long as the runtime keeps
+    /// it open (so it has no deadline; opening it is not timed either).
+    pub async fn container_events(
+        &self,
+    ) -> Result<tonic::Streaming<v1::ContainerEventResponse>, CriError> {
+        let mut client = self.runtime.clone();
+        client
+            .get_container_events(v1::GetEventsRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| CriError::Call {
+                method: "GetContainerEvents",
+                status,
+            })
+    }
+}
