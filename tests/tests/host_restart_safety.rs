@@ -18,13 +18,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use kernlet_cri::v1::{
-    ContainerFilter, ContainerStatusRequest, ListContainersRequest,
-    runtime_service_client::RuntimeServiceClient,
-};
+use kernlet_cri::v1::{ContainerFilter, ContainerStatusRequest, ListContainersRequest};
 use kernlet_tests::node::TestNode;
 use serde_json::Value;
-use support::{WAIT, container, phase, runtime_view, status, uid};
+use support::{WAIT, container, phase, pod_selector, runtime_view, status, uid, with_cri};
 
 const KILLS: usize = 20;
 const STABLE: [&str; 4] = ["term-0", "term-1", "term-2", "scratch"];
@@ -96,52 +93,46 @@ struct Instance {
 
 /// Every instance of pod `uid`'s containers the runtime has now, by restart count.
 fn instances(node: &TestNode, uid: &str) -> Result<BTreeMap<u32, Instance>> {
-    let endpoint = node.fixture.as_ref().context("fixture")?.endpoint_uri();
-    let selector = HashMap::from([("io.kubernetes.pod.uid".to_owned(), uid.to_owned())]);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async move {
-            let channel = kernlet_cri::connect(&endpoint, Duration::from_secs(5)).await?;
-            let mut client = RuntimeServiceClient::new(channel);
-            let list = client
-                .list_containers(ListContainersRequest {
-                    filter: Some(ContainerFilter {
-                        label_selector: selector,
-                        ..Default::default()
-                    }),
+    let selector = pod_selector(uid);
+    with_cri(node, async move |client| {
+        let list = client
+            .list_containers(ListContainersRequest {
+                filter: Some(ContainerFilter {
+                    label_selector: selector,
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers;
+        let mut out = BTreeMap::new();
+        for item in list {
+            let restarts: u32 = item
+                .annotations
+                .get("io.kubernetes.container.restartCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let Ok(answer) = client
+                .container_status(ContainerStatusRequest {
+                    container_id: item.id,
+                    verbose: false,
                 })
-                .await?
-                .into_inner()
-                .containers;
-            let mut out = BTreeMap::new();
-            for item in list {
-                let restarts: u32 = item
-                    .annotations
-                    .get("io.kubernetes.container.restartCount")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                let Ok(answer) = client
-                    .container_status(ContainerStatusRequest {
-                        container_id: item.id,
-                        verbose: false,
-                    })
-                    .await
-                else {
-                    continue; // removed since the list
-                };
-                if let Some(s) = answer.into_inner().status {
-                    out.insert(
-                        restarts,
-                        Instance {
-                            started_at: s.started_at,
-                            finished_at: s.finished_at,
-                        },
-                    );
-                }
+                .await
+            else {
+                continue; // removed since the list
+            };
+            if let Some(s) = answer.into_inner().status {
+                out.insert(
+                    restarts,
+                    Instance {
+                        started_at: s.started_at,
+                        finished_at: s.finished_at,
+                    },
+                );
             }
-            anyhow::Ok(out)
-        })
+        }
+        Ok(out)
+    })
 }
 
 /// What the test saw while kernlet lived and died.

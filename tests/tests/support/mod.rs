@@ -11,6 +11,7 @@ use kernlet_cri::v1::{
 };
 use kernlet_tests::node::TestNode;
 use serde_json::Value;
+use tonic::transport::Channel;
 
 pub const IMAGE: &str = "kernlet.local/busybox:1";
 pub const WAIT: Duration = Duration::from_mins(1);
@@ -141,14 +142,17 @@ pub struct RuntimeView {
     pub containers: Vec<(String, String, i32)>,
 }
 
-/// Lists the sandboxes and containers labelled with pod `uid` on `node`'s containerd.
-pub fn runtime_view(node: &TestNode, uid: &str) -> Result<RuntimeView> {
+/// Runs `calls` against `node`'s containerd through a CRI client of the test's own (not
+/// kernlet's), on a runtime of its own.
+pub fn with_cri<T>(
+    node: &TestNode,
+    calls: impl AsyncFnOnce(&mut RuntimeServiceClient<Channel>) -> Result<T>,
+) -> Result<T> {
     let endpoint = node
         .fixture
         .as_ref()
         .context("the node has no runtime fixture")?
         .endpoint_uri();
-    let selector = HashMap::from([(POD_UID_LABEL.to_owned(), uid.to_owned())]);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -156,39 +160,52 @@ pub fn runtime_view(node: &TestNode, uid: &str) -> Result<RuntimeView> {
             let channel = kernlet_cri::connect(&endpoint, Duration::from_secs(5)).await?;
             let mut client = RuntimeServiceClient::new(channel)
                 .max_decoding_message_size(kernlet_cri::MAX_MESSAGE_SIZE);
-            let sandboxes = client
-                .list_pod_sandbox(ListPodSandboxRequest {
-                    filter: Some(PodSandboxFilter {
-                        label_selector: selector.clone(),
-                        ..Default::default()
-                    }),
-                })
-                .await?
-                .into_inner()
-                .items;
-            let containers = client
-                .list_containers(ListContainersRequest {
-                    filter: Some(ContainerFilter {
-                        label_selector: selector,
-                        ..Default::default()
-                    }),
-                })
-                .await?
-                .into_inner()
-                .containers;
-            Ok(RuntimeView {
-                sandboxes: sandboxes.into_iter().map(|s| (s.id, s.state)).collect(),
-                containers: containers
-                    .into_iter()
-                    .map(|c| {
-                        let name = c
-                            .labels
-                            .get("io.kubernetes.container.name")
-                            .cloned()
-                            .unwrap_or_default();
-                        (c.id, name, c.state)
-                    })
-                    .collect(),
-            })
+            calls(&mut client).await
         })
+}
+
+/// The CRI filter for everything labelled with pod `uid`.
+pub fn pod_selector(uid: &str) -> HashMap<String, String> {
+    HashMap::from([(POD_UID_LABEL.to_owned(), uid.to_owned())])
+}
+
+/// Lists the sandboxes and containers labelled with pod `uid` on `node`'s containerd.
+pub fn runtime_view(node: &TestNode, uid: &str) -> Result<RuntimeView> {
+    let selector = pod_selector(uid);
+    with_cri(node, async move |client| {
+        let sandboxes = client
+            .list_pod_sandbox(ListPodSandboxRequest {
+                filter: Some(PodSandboxFilter {
+                    label_selector: selector.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .items;
+        let containers = client
+            .list_containers(ListContainersRequest {
+                filter: Some(ContainerFilter {
+                    label_selector: selector,
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers;
+        Ok(RuntimeView {
+            sandboxes: sandboxes.into_iter().map(|s| (s.id, s.state)).collect(),
+            containers: containers
+                .into_iter()
+                .map(|c| {
+                    let name = c
+                        .labels
+                        .get("io.kubernetes.container.name")
+                        .cloned()
+                        .unwrap_or_default();
+                    (c.id, name, c.state)
+                })
+                .collect(),
+        })
+    })
 }
