@@ -91,7 +91,7 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     let mut node = node_context(&config, host_ips.clone(), &capacity);
     node.memory_qos = memory_qos;
     let executor = Arc::new(Executor::new(
-        runtime.clone(),
+        Arc::new(runtime.clone()),
         node,
         resolv_conf(&config),
         cgroups.clone(),

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cgroup;
+pub mod clock;
 pub mod config;
 pub mod cri;
 pub mod daemon;

@@ -3,6 +3,10 @@
 //! quota, a 64 MiB memory limit, 64 pids), then remove them; wall and CPU time per cgroup, and
 //! the `cpu.weight` each layer wrote for 1024 shares. Needs a pure cgroup v2 host (the node VM):
 //! `cargo xtask bench cgroups` runs it there and prints its table.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "measures real time against a real kernel and runtime"
+)]
 use std::{
     fs,
     time::{Duration, Instant},

@@ -23,6 +23,10 @@
 //! one per cgroup count and variant with the per-round samples in microseconds.
 //!
 //! It lives in the tests crate because it uses the kernlet library (see `cri_startup.rs`).
+#![expect(
+    clippy::disallowed_methods,
+    reason = "measures real time against a real kernel and runtime"
+)]
 use std::{
     fs,
     path::{Path, PathBuf},

@@ -13,6 +13,10 @@
 //!
 //! It lives in the tests crate, not in xtask, because `kernlet-cri`'s build script needs `protoc`,
 //! and xtask must build on a fresh machine before `cargo xtask setup` has installed it.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "measures real time against a real kernel and runtime"
+)]
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

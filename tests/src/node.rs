@@ -1,5 +1,9 @@
 //! A test node: the real `kernlet` binary in standalone mode on a private containerd fixture, with
 //! its own manifest directory, root and log directories, and an HTTP port to read `/pods` from.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "waits on real processes and measures real time: std time is the right clock"
+)]
 use std::{
     fs,
     path::{Path, PathBuf},

@@ -5,6 +5,10 @@
 //! app waiting (`Always`).
 //!
 //! Run with `cargo test -p kernlet-tests --test host_lifecycle -- --ignored --test-threads=1`.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "waits on real processes and measures real time: std time is the right clock"
+)]
 mod support;
 
 use std::{

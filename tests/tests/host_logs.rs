@@ -2,6 +2,10 @@
 //! writing fast gets its log rotated (`containerLogMaxSize: 64Ki`), at most
 //! `containerLogMaxFiles: 3` files exist, older rotated files are gzipped, and the live log keeps
 //! receiving lines after each rotation (the runtime's `ReopenContainerLog` worked).
+#![expect(
+    clippy::disallowed_methods,
+    reason = "waits on real processes and measures real time: std time is the right clock"
+)]
 use std::{
     collections::BTreeSet,
     fs,

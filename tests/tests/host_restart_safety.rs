@@ -6,6 +6,10 @@
 //! Also: a worker that panics is replaced and its pod managed again.
 //!
 //! Run with `cargo test -p kernlet-tests --test host_restart_safety -- --ignored --test-threads=1`.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "waits on real processes and measures real time: std time is the right clock"
+)]
 mod support;
 
 use std::{

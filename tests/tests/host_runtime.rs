@@ -4,6 +4,10 @@
 //! besides asking the fixture.
 //!
 //! Run with `cargo test -p kernlet-tests --test host_runtime -- --ignored --nocapture` as root.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "waits on real processes and measures real time: std time is the right clock"
+)]
 use std::collections::HashMap;
 use std::fs;
 use std::net::Ipv4Addr;

@@ -3,6 +3,10 @@
 //! objects and each program's per-cgroup numbers are checked against the kernel's own accounting
 //! (`cpu.stat`, `io.stat`, `memory.stat`, interface statistics) or against exact workloads.
 //! Every test prints the measured values and the programs' per-event cost.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "measures real time against a real kernel and runtime"
+)]
 use std::{
     fs,
     path::Path,

@@ -1,6 +1,10 @@
 //! Resource enforcement by kernlet's own cgroup v2 writes, in the node VM (pure cgroup v2, every
 //! controller, real containerd and runc): memory limits and OOM kills, node allocatable on
 //! `kubepods`, CPU quota and weights, `podPidsLimit`, and `MemoryQoS`.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "measures real time against a real kernel and runtime"
+)]
 mod support;
 
 use std::{

@@ -1,5 +1,9 @@
 //! kernlet's developer tasks as a library, so the test suite uses the same code as `cargo xtask`:
 //! machine setup, test images, the private containerd fixture, the node VM and the layering check.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "developer tools wait on and measure real processes: std time is the right clock"
+)]
 
 pub mod bench;
 pub mod cmd;

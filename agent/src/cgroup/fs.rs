@@ -9,7 +9,7 @@ use std::{
     fs, io,
     os::fd::AsFd,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -266,10 +266,10 @@ fn wait_unpopulated(dir: &Path, timeout: Duration) -> Result<(), CgroupError> {
             path: events.clone(),
             source,
         })?;
-    let deadline = Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut buffer = [0_u8; 1024];
     while populated(dir) {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             return Err(timed_out());
         }

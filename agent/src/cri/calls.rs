@@ -1,6 +1,7 @@
 //! One typed method per CRI call. Each goes through [`Runtime::call`], so every call has its
 //! deadline and is timed in `kernlet_cri_request_duration_seconds{method}`, and the method name
-//! is written once, here, rather than at each call site.
+//! is written once, here, rather than at each call site. The same list declares the [`Cri`] trait
+//! the reconciler calls through.
 //!
 //! Deadlines are `runtimeRequestTimeout`, except where upstream makes room for the work the call
 //! waits on: `StopContainer` adds the grace period, `ExecSync` the command's timeout, and
@@ -13,6 +14,27 @@ use super::{CallFuture, CriError, Runtime};
 
 macro_rules! calls {
     ($($service:ident $name:ident $method:literal ($request:ident) -> $response:ident;)*) => {
+        /// The CRI calls kernlet makes, as a trait so that logic above the client (the reconciler)
+        /// can run against a test double in unit tests. Object-safe: each call is the boxed
+        /// [`CallFuture`] the client returns. [`Runtime`] is the implementation over gRPC.
+        pub trait Cri: Send + Sync + std::fmt::Debug {
+            $(
+                #[doc = concat!("CRI `", $method, "`.")]
+                fn $name(&self, request: v1::$request) -> CallFuture<'static, v1::$response>;
+            )*
+            /// CRI `StopContainer`; the runtime may take the request's grace period.
+            fn stop_container(
+                &self,
+                request: v1::StopContainerRequest,
+            ) -> CallFuture<'static, v1::StopContainerResponse>;
+            /// CRI `ExecSync`; the command may run for the request's timeout.
+            fn exec_sync(&self, request: v1::ExecSyncRequest)
+                -> CallFuture<'static, v1::ExecSyncResponse>;
+            /// CRI `PullImage`.
+            fn pull_image(&self, request: v1::PullImageRequest)
+                -> CallFuture<'static, v1::PullImageResponse>;
+        }
+
         impl Runtime {
             $(
                 #[doc = concat!("CRI `", $method, "`.")]
@@ -21,6 +43,28 @@ macro_rules! calls {
                     self.call($method, self.timeout, async move { client.$name(request).await })
                 }
             )*
+        }
+
+        impl Cri for Runtime {
+            $(
+                fn $name(&self, request: v1::$request) -> CallFuture<'static, v1::$response> {
+                    Runtime::$name(self, request)
+                }
+            )*
+            fn stop_container(
+                &self,
+                request: v1::StopContainerRequest,
+            ) -> CallFuture<'static, v1::StopContainerResponse> {
+                Runtime::stop_container(self, request)
+            }
+            fn exec_sync(&self, request: v1::ExecSyncRequest)
+                -> CallFuture<'static, v1::ExecSyncResponse> {
+                Runtime::exec_sync(self, request)
+            }
+            fn pull_image(&self, request: v1::PullImageRequest)
+                -> CallFuture<'static, v1::PullImageResponse> {
+                Runtime::pull_image(self, request)
+            }
         }
     };
 }

@@ -3,7 +3,8 @@
 //! Every call carries a deadline: `runtimeRequestTimeout` (default 2 m) as upstream, except image
 //! pulls, which upstream also exempts, and `StopContainer`, whose deadline adds the grace period.
 //! Callers use one typed method per CRI call (`calls.rs`); each is timed in
-//! `kernlet_cri_request_duration_seconds{method}` through the observer.
+//! `kernlet_cri_request_duration_seconds{method}` through the observer. The calls are also the
+//! [`Cri`] trait, which the reconciler uses, so unit tests can put a fake runtime behind it.
 //! Start-up does the `Version` handshake and retries an unreachable runtime with capped
 //! exponential backoff, logging each failure, instead of exiting or spinning.
 //!
@@ -11,6 +12,8 @@
 
 mod calls;
 pub mod labels;
+
+pub use calls::Cri;
 
 use std::{future::Future, pin::Pin, time::Duration};
 

@@ -30,12 +30,7 @@ mod maps;
 
 pub use load::LoadError;
 
-use std::{
-    collections::HashMap,
-    os::fd::OwnedFd,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, os::fd::OwnedFd, path::PathBuf, time::Duration};
 
 use aya::{Ebpf, maps::MapError, programs::ProgramError};
 
@@ -143,7 +138,7 @@ impl Probes {
     /// Parses the embedded objects and loads and attaches every program this kernel supports.
     /// Fails only when not a single program loads.
     pub fn load_with(options: &ProbeOptions) -> Result<Self, EbpfError> {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let stats = if options.run_time_stats {
             match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
                 Ok(fd) => Some(fd),

@@ -40,7 +40,7 @@ use std::{
     collections::{HashMap, HashSet},
     future::Future,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use kernlet_cri::v1;
@@ -315,7 +315,7 @@ where
 {
     let outcome = blocking(&log, {
         let log = log.clone();
-        move || rotate_file(&log, &settings, SystemTime::now())
+        move || rotate_file(&log, &settings, crate::clock::wall())
     })
     .await?;
     match &outcome {

@@ -41,7 +41,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::watch;
@@ -484,7 +484,7 @@ fn fingerprint(bytes: &[u8]) -> u64 {
 /// Now in upstream's `config.seen` form: RFC 3339 with nine fraction digits (`RFC3339NanoFixed`),
 /// in UTC.
 fn seen_timestamp() -> String {
-    let since_epoch = SystemTime::now()
+    let since_epoch = crate::clock::wall()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let seconds = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);

@@ -3,10 +3,11 @@
 //! (upstream's `killContainer`: the hook's whole seconds count against the grace, at least 2 s
 //! remain for SIGTERM; consecutive stops run in parallel, as `killContainersWithSyncResult`), and
 //! removal. Failures become the container's waiting reason, as upstream reports them.
-use std::{path::Path, pin::Pin, sync::Arc, task::Poll, time::Duration, time::Instant};
+use std::{path::Path, pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use k8s_openapi::api::core::v1::{Container as ContainerSpec, Pod};
 use kernlet_cri::v1;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -14,10 +15,11 @@ use super::{
     images::{ImageOutcome, ensure_image},
     plan::{Action, Plan, StopReason, Target},
     spec::{self, NodeContext, ResolvConf},
-    state::{PodRuntime, Waiting, now_nanos},
+    state::{PodRuntime, Waiting},
 };
 use crate::cgroup::CgroupManager;
-use crate::cri::{CallFuture, CriError, Runtime};
+use crate::clock::{self, Clock};
+use crate::cri::{CallFuture, Cri, CriError};
 
 /// Upstream's `minimumGracePeriodInSeconds`: what is left for SIGTERM after a slow preStop hook.
 const MINIMUM_GRACE: Duration = Duration::from_secs(2);
@@ -42,9 +44,10 @@ pub enum ExecuteError {
     Spec { uid: String, message: String },
 }
 
-/// Shared by all workers: the runtime and what the node looks like.
+/// Shared by all workers: the runtime, the wall clock and what the node looks like.
 pub struct Executor {
-    runtime: Runtime,
+    runtime: Arc<dyn Cri>,
+    clock: Arc<dyn Clock>,
     node: NodeContext,
     resolv: ResolvConf,
     /// Pod cgroups (`cgroupsPerQOS`); `None` lets the runtime place pods.
@@ -69,22 +72,36 @@ struct Current {
 impl Executor {
     #[must_use]
     pub fn new(
-        runtime: Runtime,
+        runtime: Arc<dyn Cri>,
         node: NodeContext,
         resolv: ResolvConf,
         cgroups: Option<Arc<CgroupManager>>,
     ) -> Self {
         Self {
             runtime,
+            clock: clock::system(),
             node,
             resolv,
             cgroups,
         }
     }
 
+    /// This executor reading wall time from `clock` (unit tests: a clock on paused time).
     #[must_use]
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    #[must_use]
+    pub fn runtime(&self) -> &dyn Cri {
+        self.runtime.as_ref()
+    }
+
+    /// The wall clock plans and backoff are computed against.
+    #[must_use]
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     #[must_use]
@@ -168,7 +185,7 @@ impl Executor {
                     self.start_container(uid, pod, sandbox, *target, *restart_count, memory)
                         .await?;
                     if let Some(key) = backoff_key {
-                        memory.restarts.next(key, now_nanos());
+                        memory.restarts.next(key, self.clock.wall_nanos());
                     }
                 }
             }
@@ -306,12 +323,12 @@ impl Executor {
         let policy = spec.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
         let image = spec.image.as_deref().unwrap_or_default();
         let image_ref = match ensure_image(
-            &self.runtime,
+            self.runtime.as_ref(),
             &mut memory.pulls,
             uid,
             image,
             policy,
-            now_nanos(),
+            self.clock.wall_nanos(),
         )
         .await
         {
@@ -568,43 +585,5 @@ fn pre_stop_command(container: &ContainerSpec) -> Option<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn join_all_runs_futures_together_and_keeps_their_order() {
-        let started = tokio::time::Instant::now();
-        let outputs = join_all(
-            [3, 1, 2]
-                .map(|s| async move {
-                    tokio::time::sleep(Duration::from_secs(s)).await;
-                    s
-                })
-                .into(),
-        )
-        .await;
-        assert_eq!(outputs, [3, 1, 2]);
-        assert_eq!(
-            started.elapsed(),
-            Duration::from_secs(3),
-            "not one after another"
-        );
-    }
-
-    #[test]
-    fn grace_left_after_the_hook_counts_whole_seconds_as_upstream() {
-        let s = Duration::from_secs;
-        // No hook, or a hook faster than a second: the whole grace period.
-        assert_eq!(grace_after_hook(s(5), Duration::ZERO), s(5));
-        assert_eq!(grace_after_hook(s(5), Duration::from_millis(30)), s(5));
-        // A 1.04 s hook leaves 4 s, not 3.96 s (which StopContainer would truncate to 3).
-        assert_eq!(grace_after_hook(s(5), Duration::from_millis(1_040)), s(4));
-        // At least 2 s are left for SIGTERM, unless the grace period is zero.
-        assert_eq!(grace_after_hook(s(5), s(4)), MINIMUM_GRACE);
-        assert_eq!(grace_after_hook(s(1), Duration::ZERO), MINIMUM_GRACE);
-        assert_eq!(
-            grace_after_hook(Duration::ZERO, Duration::ZERO),
-            Duration::ZERO
-        );
-    }
-}
+#[path = "execute_tests.rs"]
+mod tests;

@@ -5,7 +5,7 @@
 use kernlet_cri::v1;
 
 use super::{backoff::Backoff, state::Nanos, state::Waiting};
-use crate::cri::Runtime;
+use crate::cri::Cri;
 
 /// Outcome of making an image present.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ fn waiting(reason: &str, message: String, retry_at: Option<Nanos>) -> ImageOutco
 /// Makes `image` present for a container of pod `uid` with `policy` (`Always`,
 /// `IfNotPresent`, `Never`). Pull backoff is per pod and image, as upstream keys it.
 pub async fn ensure_image(
-    runtime: &Runtime,
+    runtime: &dyn Cri,
     pulls: &mut Backoff,
     uid: &str,
     image: &str,
@@ -82,7 +82,7 @@ pub async fn ensure_image(
 }
 
 /// The runtime's reference for `image` when it is present locally.
-async fn image_ref(runtime: &Runtime, image: &str) -> Result<Option<String>, crate::cri::CriError> {
+async fn image_ref(runtime: &dyn Cri, image: &str) -> Result<Option<String>, crate::cri::CriError> {
     let request = v1::ImageStatusRequest {
         image: Some(v1::ImageSpec {
             image: image.to_owned(),

@@ -17,4 +17,14 @@ pub mod state;
 pub mod worker;
 
 #[cfg(test)]
+mod fake_runtime;
+#[cfg(test)]
+mod manager_tests;
+#[cfg(test)]
+mod observe_tests;
+#[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod worker_tests;

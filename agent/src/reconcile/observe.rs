@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use kernlet_cri::v1;
 
 use super::state::{Container, PodRuntime, RunState, Sandbox};
-use crate::cri::{CriError, Runtime, labels};
+use crate::cri::{Cri, CriError, labels};
 
 /// Details fetched once per container instance and state, and once per sandbox.
 #[derive(Debug, Default)]
@@ -31,7 +31,7 @@ impl Observer {
     /// Every kubelet-managed pod in the runtime, by UID. With `uid`, only that pod.
     pub async fn observe(
         &mut self,
-        runtime: &Runtime,
+        runtime: &dyn Cri,
         uid: Option<&str>,
     ) -> Result<HashMap<String, PodRuntime>, CriError> {
         let selector = uid.map(labels::pod_selector).unwrap_or_default();
@@ -90,7 +90,7 @@ impl Observer {
     /// One pod's runtime state (empty when the runtime has nothing for it).
     pub async fn observe_pod(
         &mut self,
-        runtime: &Runtime,
+        runtime: &dyn Cri,
         uid: &str,
     ) -> Result<PodRuntime, CriError> {
         Ok(self
@@ -112,7 +112,7 @@ impl Observer {
 
     async fn sandbox_ip(
         &mut self,
-        runtime: &Runtime,
+        runtime: &dyn Cri,
         id: &str,
         ready: bool,
     ) -> Result<Option<String>, CriError> {
@@ -141,7 +141,7 @@ impl Observer {
 
     async fn container(
         &mut self,
-        runtime: &Runtime,
+        runtime: &dyn Cri,
         item: &v1::Container,
     ) -> Result<Container, CriError> {
         let state = run_state(item.state);

@@ -1,18 +1,7 @@
 //! What the runtime holds for one pod, as the planner sees it: sandboxes and containers rebuilt
 //! from CRI lists and the upstream labels (design decision 2: no local database).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Nanoseconds since the Unix epoch, as CRI reports times.
-pub type Nanos = i64;
-
-/// Wall-clock nanoseconds since the epoch (CRI's time base).
-#[must_use]
-pub fn now_nanos() -> Nanos {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| Nanos::try_from(d.as_nanos()).unwrap_or(Nanos::MAX))
-}
+pub use crate::clock::Nanos;
 
 /// One pod sandbox of the pod.
 #[derive(Debug, Clone, PartialEq, Eq)]

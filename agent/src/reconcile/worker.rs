@@ -14,9 +14,9 @@ use super::{
     execute::Executor,
     observe::Observer,
     plan::{BackingOff, Desired, backoff_key, plan},
-    state::{Nanos, PodRuntime, Waiting, now_nanos},
+    state::{Nanos, PodRuntime, Waiting},
 };
-use crate::cri::Runtime;
+use crate::cri::Cri;
 
 /// What a worker is told to make of its pod.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ pub async fn run(
     let mut memory = Memory::default();
     let mut error_pause = ERROR_BACKOFF.0;
     let mut adopted = false;
-    let runtime: &Runtime = executor.runtime();
+    let runtime: &dyn Cri = executor.runtime();
     loop {
         let want = desired.borrow_and_update().clone();
         let observed = match runtime_view.observe_pod(runtime, &uid).await {
@@ -88,7 +88,7 @@ pub async fn run(
             adopted = true;
             recover_backoff(&uid, &observed, &mut memory.restarts);
         }
-        let now = now_nanos();
+        let now = executor.clock().wall_nanos();
         let (desired_now, pod) = match &want {
             DesiredState::Run(pod) => (Desired::Run(pod), Some(pod.clone())),
             DesiredState::Terminate { pod, grace } => {
@@ -147,9 +147,9 @@ pub async fn run(
         }
         // Something failed: the waiting reasons are recorded; try again after a pause, sooner
         // if the runtime or the desired state changes.
-        let until_retry = memory
-            .retry_at
-            .map_or(error_pause, |at| nanos_until(at, now_nanos()));
+        let until_retry = memory.retry_at.map_or(error_pause, |at| {
+            nanos_until(at, executor.clock().wall_nanos())
+        });
         if pause(
             &mut desired,
             &wake,

@@ -30,7 +30,7 @@ mod tests;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -291,7 +291,7 @@ fn route(
             let snapshot = providers.stats.cadvisor();
             metrics_response(metrics::cadvisor::render(
                 snapshot.as_ref(),
-                SystemTime::now(),
+                crate::clock::wall(),
             ))
         }
         _ => respond(StatusCode::NOT_FOUND, TEXT, "404 page not found\n"),

@@ -13,11 +13,12 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use k8s_openapi::api::core::v1::Pod;
 use kernlet_cri::v1;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -324,7 +325,7 @@ impl Collector {
         let uptime = std::fs::read_to_string(self.config.proc_root.join("uptime"))
             .ok()
             .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok());
-        let now = SystemTime::now();
+        let now = crate::clock::wall();
         let entry = NodeEntry {
             name: self.config.node_name.clone(),
             start_time: uptime.and_then(|u| boot_time(now, u)),

@@ -4,7 +4,6 @@ use std::{
     collections::{BTreeMap, HashMap},
     os::unix::fs::MetadataExt,
     path::Path,
-    time::SystemTime,
 };
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
@@ -87,7 +86,7 @@ pub fn statvfs(path: &Path) -> FsStats {
         Ok(s) => {
             let block = s.fragment_size();
             FsStats {
-                time: Time(Some(SystemTime::now())),
+                time: Time(Some(crate::clock::wall())),
                 available_bytes: Some(s.blocks_available() * block),
                 capacity_bytes: Some(s.blocks() * block),
                 used_bytes: Some((s.blocks() - s.blocks_free()) * block),

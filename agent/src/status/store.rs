@@ -21,9 +21,9 @@ use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, j
 use tokio::sync::Notify;
 
 use super::{StatusInput, pod_status};
-use crate::reconcile::{
-    state::now_nanos,
-    worker::{PodReport, StatusSink},
+use crate::{
+    clock::{self, Clock},
+    reconcile::worker::{PodReport, StatusSink},
 };
 
 /// The pods with their status filled in, as `GET /pods` lists them; the status store implements
@@ -52,6 +52,8 @@ where
 pub struct StatusStore {
     runtime_name: String,
     host_ips: Vec<IpAddr>,
+    /// Condition transition times.
+    clock: Arc<dyn Clock>,
     state: Mutex<State>,
 }
 
@@ -101,8 +103,16 @@ impl StatusStore {
         Self {
             runtime_name,
             host_ips,
+            clock: clock::system(),
             state: Mutex::default(),
         }
+    }
+
+    /// This store stamping conditions with `clock` (unit tests: a clock on paused time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -166,7 +176,7 @@ impl StatusSink for StatusStore {
             terminating: report.terminating,
             previous: previous.as_ref(),
             now: Time(
-                Timestamp::from_nanosecond(i128::from(now_nanos()))
+                Timestamp::from_nanosecond(i128::from(self.clock.wall_nanos()))
                     .unwrap_or(Timestamp::UNIX_EPOCH),
             ),
         });

@@ -17,8 +17,9 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// The agent's top-level modules, bottom to top.
-pub const ORDER: [&str; 14] = [
+pub const ORDER: [&str; 15] = [
     "config",
+    "clock",
     "supervise",
     "resources",
     "node",

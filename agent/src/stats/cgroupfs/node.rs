@@ -168,7 +168,7 @@ fn parsed<T>(proc_root: &Path, result: Result<T, ParseError>) -> Result<T> {
 
 /// Reads the node totals under `proc_root` (`/proc` outside tests).
 pub fn read_node(proc_root: &Path) -> Result<NodeSample> {
-    let time = SystemTime::now();
+    let time = crate::clock::wall();
     let read = |name: &str| {
         let path = proc_root.join(name);
         fs::read_to_string(&path).map_err(|source| Error::Io { path, source })

@@ -249,7 +249,7 @@ fn removed(error: &io::Error) -> bool {
 /// open+read+close each; files that do not exist are skipped. `cpu.stat` is always read.
 pub fn read_cgroup(dir: &Path, files: &[CgroupFile], texts: &mut FileTexts) -> Result<CgroupRead> {
     texts.clear();
-    let time = SystemTime::now();
+    let time = crate::clock::wall();
     let mut path = dir.to_path_buf();
     for file in CgroupFile::ALL {
         if file != CgroupFile::CpuStat && !files.contains(&file) {
@@ -327,7 +327,7 @@ impl CgroupFiles {
     /// Reads every open file at offset 0.
     pub fn read(&self, texts: &mut FileTexts) -> Result<CgroupRead> {
         texts.clear();
-        let time = SystemTime::now();
+        let time = crate::clock::wall();
         for (file, handle) in &self.files {
             match texts.read(*file, handle) {
                 Ok(()) => {}
