@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result};
 use kernlet_tests::node::TestNode;
 use serde_json::Value;
-use support::{WAIT, container, phase, status, uid};
+use support::{VM_WAIT as WAIT, container, phase, status, uid};
 
 const MI: u64 = 1 << 20;
 

@@ -6,7 +6,7 @@ use std::{fs, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context, Result};
 use kernlet_tests::node::TestNode;
-use support::{WAIT, phase};
+use support::{VM_WAIT as WAIT, phase};
 
 const PODS_PER_ROUND: usize = 10;
 const ROUNDS: usize = 10;

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, ensure};
 use kernlet::stats::summary::Summary;
 use kernlet_tests::{node::TestNode, scrape::sample};
 use serde_json::Value;
-use support::{WAIT, container, phase, status, uid};
+use support::{VM_WAIT as WAIT, container, phase, status, uid};
 
 const CONFIG: &str = "cgroupsPerQOS: true\ncgroupRoot: {cgroup_root}\n";
 const MIB: u64 = 1 << 20;

@@ -14,7 +14,12 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 pub const IMAGE: &str = "kernlet.local/busybox:1";
-pub const WAIT: Duration = Duration::from_mins(1);
+/// How long a test waits for a state kernlet must reach (pods running, gone, restarted). An
+/// upper bound for failing, never a pause: generous, since a loaded machine is slow, not wrong.
+pub const WAIT: Duration = Duration::from_mins(2);
+/// The same inside the node VM, where qemu's TCG on a busy host makes every container start
+/// several times slower (10 pod sandboxes took 40 s in one loaded CI run).
+pub const VM_WAIT: Duration = Duration::from_mins(5);
 /// The label every kubelet-managed sandbox and container carries.
 const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
