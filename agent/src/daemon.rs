@@ -119,12 +119,11 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
 
     let restarts = Arc::new(TaskRestarts::default());
     metrics.track_task_restarts(restarts.clone());
-    let supervisor = Supervisor {
+    let mut supervisor = Supervisor {
         restarts: restarts.clone(),
         cancel: cancel.clone(),
         tasks: tokio::task::JoinSet::new(),
     };
-    let mut supervisor = supervisor;
 
     let collector = Arc::new(tokio::sync::Mutex::new(collector));
     supervisor.spawn("stats", {
