@@ -22,10 +22,12 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use kernlet_cri::v1::{ContainerFilter, ContainerStatusRequest, ListContainersRequest};
+use kernlet_cri::v1::ContainerStatusRequest;
 use kernlet_tests::node::TestNode;
 use serde_json::Value;
-use support::{WAIT, container, phase, pod_selector, runtime_view, status, uid, with_cri};
+use support::{
+    WAIT, container, phase, pod_containers, pod_selector, runtime_view, status, uid, with_cri,
+};
 
 const KILLS: usize = 20;
 const STABLE: [&str; 4] = ["term-0", "term-1", "term-2", "scratch"];
@@ -99,16 +101,7 @@ struct Instance {
 fn instances(node: &TestNode, uid: &str) -> Result<BTreeMap<u32, Instance>> {
     let selector = pod_selector(uid);
     with_cri(node, async move |client| {
-        let list = client
-            .list_containers(ListContainersRequest {
-                filter: Some(ContainerFilter {
-                    label_selector: selector,
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .containers;
+        let list = pod_containers(client, selector).await?;
         let mut out = BTreeMap::new();
         for item in list {
             let restarts: u32 = item

@@ -174,6 +174,23 @@ pub fn pod_selector(uid: &str) -> HashMap<String, String> {
     HashMap::from([(POD_UID_LABEL.to_owned(), uid.to_owned())])
 }
 
+/// The runtime's containers matching `selector` (see [`pod_selector`]).
+pub async fn pod_containers(
+    client: &mut RuntimeServiceClient<Channel>,
+    selector: HashMap<String, String>,
+) -> Result<Vec<kernlet_cri::v1::Container>> {
+    Ok(client
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                label_selector: selector,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .containers)
+}
+
 /// Lists the sandboxes and containers labelled with pod `uid` on `node`'s containerd.
 pub fn runtime_view(node: &TestNode, uid: &str) -> Result<RuntimeView> {
     let selector = pod_selector(uid);
@@ -188,16 +205,7 @@ pub fn runtime_view(node: &TestNode, uid: &str) -> Result<RuntimeView> {
             .await?
             .into_inner()
             .items;
-        let containers = client
-            .list_containers(ListContainersRequest {
-                filter: Some(ContainerFilter {
-                    label_selector: selector,
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .containers;
+        let containers = pod_containers(client, selector).await?;
         Ok(RuntimeView {
             sandboxes: sandboxes.into_iter().map(|s| (s.id, s.state)).collect(),
             containers: containers
