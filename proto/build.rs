@@ -6,10 +6,19 @@ use std::path::{Path, PathBuf};
 use std::process::{self, Command};
 
 const PROTO: &str = "proto/runtime/v1/api.proto";
+/// containerd's event service and task events (the PLEG's exit events on containerd).
+const CONTAINERD: [&str; 3] = [
+    "proto/containerd/services/events/v1/events.proto",
+    "proto/containerd/events/task.proto",
+    "proto/containerd/wire.proto",
+];
 const INCLUDE: &str = "proto";
 
 fn main() {
     println!("cargo:rerun-if-changed={PROTO}");
+    for proto in CONTAINERD {
+        println!("cargo:rerun-if-changed={proto}");
+    }
     println!("cargo:rerun-if-env-changed=PROTOC");
 
     let Some(protoc) = find_protoc() else {
@@ -33,6 +42,16 @@ fn main() {
     if let Err(err) = result {
         fail(&format!(
             "compiling {PROTO} with {} failed: {err}",
+            protoc.display()
+        ));
+    }
+    let result = tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_protos(&CONTAINERD, &[INCLUDE]);
+    if let Err(err) = result {
+        fail(&format!(
+            "compiling containerd's event protos with {} failed: {err}",
             protoc.display()
         ));
     }

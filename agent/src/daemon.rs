@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     cgroup::{self, CgroupError, CgroupManager, Cgroupfs, NodeSettings, Setup},
     config::KubeletConfig,
-    cri::{CriConfig, CriError, Runtime},
+    cri::{CriConfig, CriError, Runtime, exits::ExitRecords},
     ebpf::{ProbeOptions, Probes},
     node,
     pod::{
@@ -24,6 +24,7 @@ use crate::{
     },
     reconcile::{
         execute::Executor,
+        exits::ExitCounts,
         manager,
         pleg::{self, Wakers},
         spec::{DnsSettings, NodeContext, ResolvConf},
@@ -90,8 +91,10 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     let host_ips = node::host_ips(&config.node_ips, proc_root);
     let mut node = node_context(&config, host_ips.clone(), &capacity);
     node.memory_qos = memory_qos;
+    // The reconciler's client sees exits from containerd's events before CRI records them.
+    let exit_records = ExitRecords::default();
     let executor = Arc::new(Executor::new(
-        Arc::new(runtime.clone()),
+        Arc::new(runtime.clone().with_exit_records(exit_records.clone())),
         node,
         resolv_conf(&config),
         cgroups.clone(),
@@ -164,9 +167,15 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
             }
         });
     }
+    let exit_counts = Arc::new(ExitCounts::default());
+    metrics.track_exit_watches(exit_counts.clone());
     supervisor.spawn("pleg", {
         let (runtime, wakers, cancel) = (runtime.clone(), wakers.clone(), cancel.clone());
-        move || pleg::run(runtime.clone(), wakers.clone(), cancel.clone())
+        move || {
+            let (runtime, wakers) = (runtime.clone(), wakers.clone());
+            let exits = (exit_counts.clone(), exit_records.clone());
+            pleg::run(runtime, wakers, exits, cancel.clone())
+        }
     });
     if let Some(rotation) = crate::logs::LogRotation::from_config(&config) {
         let (runtime, cancel) = (runtime.clone(), cancel.clone());

@@ -6,6 +6,8 @@
 //! Deadlines are `runtimeRequestTimeout`, except where upstream makes room for the work the call
 //! waits on: `StopContainer` adds the grace period, `ExecSync` the command's timeout, and
 //! `PullImage` (exempt from the timeout upstream) gets five times the timeout.
+//! `ListContainers` and `ContainerStatus` overlay exits CRI has not recorded yet, when the client
+//! carries exit records ([`super::exits`]).
 use std::time::Duration;
 
 use kernlet_cri::v1;
@@ -33,6 +35,12 @@ macro_rules! calls {
             /// CRI `PullImage`.
             fn pull_image(&self, request: v1::PullImageRequest)
                 -> CallFuture<'static, v1::PullImageResponse>;
+            /// CRI `ListContainers`.
+            fn list_containers(&self, request: v1::ListContainersRequest)
+                -> CallFuture<'static, v1::ListContainersResponse>;
+            /// CRI `ContainerStatus`.
+            fn container_status(&self, request: v1::ContainerStatusRequest)
+                -> CallFuture<'static, v1::ContainerStatusResponse>;
         }
 
         impl Runtime {
@@ -65,6 +73,14 @@ macro_rules! calls {
                 -> CallFuture<'static, v1::PullImageResponse> {
                 Runtime::pull_image(self, request)
             }
+            fn list_containers(&self, request: v1::ListContainersRequest)
+                -> CallFuture<'static, v1::ListContainersResponse> {
+                Runtime::list_containers(self, request)
+            }
+            fn container_status(&self, request: v1::ContainerStatusRequest)
+                -> CallFuture<'static, v1::ContainerStatusResponse> {
+                Runtime::container_status(self, request)
+            }
         }
     };
 }
@@ -75,8 +91,6 @@ calls! {
     runtime run_pod_sandbox "RunPodSandbox" (RunPodSandboxRequest) -> RunPodSandboxResponse;
     runtime stop_pod_sandbox "StopPodSandbox" (StopPodSandboxRequest) -> StopPodSandboxResponse;
     runtime remove_pod_sandbox "RemovePodSandbox" (RemovePodSandboxRequest) -> RemovePodSandboxResponse;
-    runtime list_containers "ListContainers" (ListContainersRequest) -> ListContainersResponse;
-    runtime container_status "ContainerStatus" (ContainerStatusRequest) -> ContainerStatusResponse;
     runtime create_container "CreateContainer" (CreateContainerRequest) -> CreateContainerResponse;
     runtime start_container "StartContainer" (StartContainerRequest) -> StartContainerResponse;
     runtime remove_container "RemoveContainer" (RemoveContainerRequest) -> RemoveContainerResponse;
@@ -87,6 +101,47 @@ calls! {
 }
 
 impl Runtime {
+    /// CRI `ListContainers`, with exits the runtime's events reported but CRI has not recorded
+    /// yet overlaid ([`super::exits`]) when this client has exit records.
+    pub fn list_containers(
+        &self,
+        request: v1::ListContainersRequest,
+    ) -> CallFuture<'static, v1::ListContainersResponse> {
+        let mut client = self.runtime.clone();
+        let call = self.call("ListContainers", self.timeout, async move {
+            client.list_containers(request).await
+        });
+        let Some(exits) = self.exits.clone() else {
+            return call;
+        };
+        Box::pin(async move {
+            let mut response = call.await?;
+            exits.patch_list(&mut response.containers);
+            Ok(response)
+        })
+    }
+
+    /// CRI `ContainerStatus`, with the same overlay as [`Self::list_containers`].
+    pub fn container_status(
+        &self,
+        request: v1::ContainerStatusRequest,
+    ) -> CallFuture<'static, v1::ContainerStatusResponse> {
+        let mut client = self.runtime.clone();
+        let call = self.call("ContainerStatus", self.timeout, async move {
+            client.container_status(request).await
+        });
+        let Some(exits) = self.exits.clone() else {
+            return call;
+        };
+        Box::pin(async move {
+            let mut response = call.await?;
+            if let Some(status) = response.status.as_mut() {
+                exits.patch_status(status);
+            }
+            Ok(response)
+        })
+    }
+
     /// CRI `StopContainer`: the runtime may take the request's grace period before it kills.
     pub fn stop_container(
         &self,

@@ -11,12 +11,14 @@
 //! Reference: k8s.io/cri-api `api.proto`; kubelet `pkg/kubelet/kuberuntime` (remote runtime).
 
 mod calls;
+pub mod exits;
 pub mod labels;
 
 pub use calls::Cri;
 
 use std::{future::Future, pin::Pin, time::Duration};
 
+use kernlet_cri::containerd::services::events::v1::events_client::EventsClient;
 use kernlet_cri::v1::runtime_service_client::RuntimeServiceClient;
 use kernlet_cri::v1::{self, image_service_client::ImageServiceClient};
 use tokio_util::sync::CancellationToken;
@@ -80,9 +82,13 @@ pub struct CriConfig {
 pub struct Runtime {
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
+    /// containerd's event service on the runtime socket (Unimplemented elsewhere).
+    events: EventsClient<Channel>,
     timeout: Duration,
     version: v1::VersionResponse,
     observer: Option<CallObserver>,
+    /// Exits to overlay on container lists and statuses ([`exits`]).
+    exits: Option<exits::ExitRecords>,
 }
 
 /// Told the method and the duration of every CRI call (kernlet's
@@ -116,6 +122,7 @@ impl Runtime {
             _ => channel.clone(),
         };
         let mut runtime = Self {
+            events: EventsClient::new(channel.clone()),
             runtime: RuntimeServiceClient::new(channel)
                 .max_decoding_message_size(kernlet_cri::MAX_MESSAGE_SIZE),
             images: ImageServiceClient::new(image_channel)
@@ -123,6 +130,7 @@ impl Runtime {
             timeout: config.request_timeout,
             version: v1::VersionResponse::default(),
             observer: None,
+            exits: None,
         };
         let request = v1::VersionRequest {
             version: kernlet_cri::CRI_API_VERSION.into(),
@@ -178,6 +186,14 @@ impl Runtime {
     #[must_use]
     pub fn with_observer(mut self, observer: CallObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// This runtime with `records` overlaid on `ListContainers` and `ContainerStatus` (see
+    /// [`exits`]); the PLEG keeps a client without, to see what CRI itself has recorded.
+    #[must_use]
+    pub fn with_exit_records(mut self, records: exits::ExitRecords) -> Self {
+        self.exits = Some(records);
         self
     }
 

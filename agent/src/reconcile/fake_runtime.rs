@@ -24,6 +24,8 @@ struct State {
     calls: Vec<&'static str>,
     /// `StopContainer` timeouts (seconds), in call order.
     stop_timeouts: Vec<i64>,
+    /// Main process IDs a verbose `ContainerStatus` reports, as containerd's `info` JSON.
+    pids: HashMap<String, u32>,
 }
 
 /// In-memory CRI runtime for unit tests (see the module doc).
@@ -109,6 +111,11 @@ impl FakeRuntime {
         if let Some(c) = self.lock().containers.get_mut(id) {
             exited(c, code, now);
         }
+    }
+
+    /// Makes a verbose `ContainerStatus` of container `id` report `pid` as its main process.
+    pub fn set_pid(&self, id: &str, pid: u32) {
+        self.lock().pids.insert(id.to_owned(), pid);
     }
 
     /// Rewrites a container's restart-count annotation (a pod restarted before kernlet started).
@@ -325,10 +332,23 @@ impl Cri for FakeRuntime {
         request: v1::ContainerStatusRequest,
     ) -> CallFuture<'static, v1::ContainerStatusResponse> {
         let state = self.call("ContainerStatus");
+        let pid = state
+            .pids
+            .get(&request.container_id)
+            .filter(|_| request.verbose);
+        let info = pid
+            .map(|pid| {
+                (
+                    "info".to_owned(),
+                    format!(r#"{{"sandboxID":"s","pid":{pid}}}"#),
+                )
+            })
+            .into_iter()
+            .collect();
         ready(match state.containers.get(&request.container_id) {
             Some(status) => Ok(v1::ContainerStatusResponse {
                 status: Some(status.clone()),
-                ..Default::default()
+                info,
             }),
             None => Err(not_found("ContainerStatus", &request.container_id)),
         })

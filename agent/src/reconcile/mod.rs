@@ -7,9 +7,11 @@
 
 pub mod backoff;
 pub mod execute;
+pub mod exits;
 pub mod images;
 pub mod manager;
 pub mod observe;
+pub mod pidfd;
 pub mod plan;
 pub mod pleg;
 pub mod spec;

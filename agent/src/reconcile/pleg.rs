@@ -1,13 +1,25 @@
 //! Pod lifecycle events: wake the worker of a pod whose containers or sandboxes changed.
 //!
-//! Two sources (design decision 4): CRI `GetContainerEvents` (containerd >= 1.7), which wakes a
-//! worker within milliseconds, and a cheap relist (`ListPodSandbox` + `ListContainers`, no status
-//! calls) diffed against the previous one, which repairs missed events. The relist runs every
-//! `relist_period` (5 s) while events flow and every second when the runtime has no event stream,
+//! Four sources (design decision 4), so a container's exit reaches its pod's worker within
+//! milliseconds on every runtime:
+//! - CRI `GetContainerEvents`, where the runtime streams it;
+//! - containerd's own task events ([`crate::cri::exits`]) on containerd 1.6 and 1.7, which have
+//!   no CRI event stream: the exit is recorded (so the reconciler sees it before CRI does) and the
+//!   pod woken;
+//! - a pidfd per running container ([`super::exits`]) on other runtimes without events: the
+//!   kernel says the process died, CRI is asked until it agrees;
+//! - a cheap relist (`ListPodSandbox` + `ListContainers`, no status calls) diffed against the
+//!   previous one, which repairs anything missed, prunes exit records CRI has caught up with, and
+//!   tells the pidfd watches what runs.
+//!
+//! The relist runs every `relist_period` (5 s) while CRI events flow and every second otherwise,
 //! as upstream's generic PLEG does.
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -15,8 +27,16 @@ use kernlet_cri::v1;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::cri::{Runtime, labels};
+use super::exits::{ExitCounts, ExitWatches};
+use crate::cri::{
+    Runtime,
+    exits::{ExitRecords, TaskEvent},
+    labels,
+};
 
+/// Longest pause between attempts to follow containerd's task events again (after a containerd
+/// restart, exits meanwhile wait for the 1 s relist).
+const TASK_EVENTS_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Relist period when the runtime streams container events.
 pub const RELIST_WITH_EVENTS: Duration = Duration::from_secs(5);
 /// Relist period without an event stream (upstream's generic PLEG period).
@@ -56,8 +76,31 @@ impl Wakers {
 /// What a relist remembers of each object: its pod and state.
 type Fingerprint = HashMap<String, (String, i32)>;
 
-/// Runs until `cancel`: the event stream (when the runtime has one) and the relist.
-pub async fn run(runtime: Runtime, wakers: Wakers, cancel: CancellationToken) {
+/// Runs until `cancel`: the event stream (when the runtime has one), the exit watches and the
+/// relist.
+/// `runtime` must be a client without exit records (the relist needs CRI's own view);
+/// `records` are those the reconciler's client overlays.
+pub async fn run(
+    runtime: Runtime,
+    wakers: Wakers,
+    exits: (Arc<ExitCounts>, ExitRecords),
+    cancel: CancellationToken,
+) {
+    let (exit_counts, records) = exits;
+    // containerd publishes task events; pidfds are for runtimes that turn out not to.
+    let containerd = runtime.version().runtime_name == "containerd";
+    let task_events_expected = Arc::new(AtomicBool::new(containerd));
+    let task_events = {
+        let follower = TaskEvents {
+            runtime: runtime.clone(),
+            counts: exit_counts.clone(),
+            wakers: wakers.clone(),
+            records: records.clone(),
+            expected: task_events_expected.clone(),
+        };
+        let cancel = cancel.clone();
+        tokio::spawn(async move { follower.run(&cancel).await })
+    };
     let events_flowing = Arc::new(Notify::new());
     let events = {
         let (runtime, wakers, cancel, flowing) = (
@@ -68,13 +111,30 @@ pub async fn run(runtime: Runtime, wakers: Wakers, cancel: CancellationToken) {
         );
         tokio::spawn(async move { watch_events(&runtime, &wakers, &cancel, &flowing).await })
     };
+    let mut exits = ExitWatches::new(
+        Arc::new(runtime.clone()),
+        wakers.clone(),
+        exit_counts,
+        cancel.child_token(),
+    );
     let mut period = RELIST_WITHOUT_EVENTS;
     let mut previous = Fingerprint::new();
     loop {
         match relist(&runtime).await {
-            Ok(current) => {
+            Ok(Relist {
+                fingerprint: current,
+                running,
+            }) => {
                 for uid in changed_pods(&previous, &current) {
                     wakers.wake(&uid);
+                }
+                records.retain_running(&running.iter().map(|(id, _)| id.as_str()).collect());
+                // Task events carry exits faster than a pidfd and CRI would; a runtime without
+                // them gets the pidfd watches.
+                if task_events_expected.load(Ordering::Relaxed) {
+                    exits.sync([]);
+                } else {
+                    exits.sync(running.iter().map(|(id, uid)| (id.as_str(), uid.as_str())));
                 }
                 previous = current;
             }
@@ -90,9 +150,106 @@ pub async fn run(runtime: Runtime, wakers: Wakers, cancel: CancellationToken) {
         }
     }
     let _ = events.await;
+    let _ = task_events.await;
 }
 
-async fn relist(runtime: &Runtime) -> Result<Fingerprint, crate::cri::CriError> {
+/// Follows containerd's task events: records each exit for the reconciler's client and wakes the
+/// container's pod.
+struct TaskEvents {
+    runtime: Runtime,
+    counts: Arc<ExitCounts>,
+    wakers: Wakers,
+    records: ExitRecords,
+    /// Whether the runtime has task events (false once it answers Unimplemented).
+    expected: Arc<AtomicBool>,
+}
+
+impl TaskEvents {
+    /// Returns when cancelled or when the runtime has no containerd event service.
+    async fn run(&self, cancel: &CancellationToken) {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            // containerd answers the subscription with its first event, so the call returns
+            // only then.
+            let stream = tokio::select! {
+                () = cancel.cancelled() => return,
+                stream = self.runtime.task_events() => stream,
+            };
+            match stream {
+                Ok(mut stream) => {
+                    tracing::debug!("following containerd's task events");
+                    loop {
+                        let message = tokio::select! {
+                            () = cancel.cancelled() => return,
+                            message = stream.message() => message,
+                        };
+                        match message {
+                            Ok(Some(envelope)) => {
+                                delay = Duration::from_secs(1);
+                                if let Some(event) = TaskEvent::decode(&envelope) {
+                                    self.handle(event).await;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::warn!(%status, "containerd task event stream broke");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(error) if error.code() == Some(tonic::Code::Unimplemented) => {
+                    self.expected.store(false, Ordering::Relaxed);
+                    tracing::info!(
+                        "runtime has no containerd event service; pidfds and the relist carry exits"
+                    );
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "cannot follow containerd's task events"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(TASK_EVENTS_RETRY_MAX);
+        }
+    }
+
+    async fn handle(&self, event: TaskEvent) {
+        let id = event.container_id().to_owned();
+        let is_exit = matches!(event, TaskEvent::Exit(_));
+        self.records.record(event);
+        if !is_exit {
+            return;
+        }
+        self.counts.count_task_exit();
+        // The pod from the container's labels (a status call: exits are rare).
+        let request = v1::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        };
+        match self.runtime.container_status(request).await {
+            Ok(response) => {
+                let labels = response.status.map(|s| s.labels).unwrap_or_default();
+                if let Some(uid) = labels.get(labels::POD_UID) {
+                    tracing::debug!(container = %id, pod = %uid, "container exited (task event)");
+                    self.wakers.wake(uid);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(container = %id, %error, "exited container's pod unknown; the relist wakes it");
+            }
+        }
+    }
+}
+
+/// One relist: every object's pod and state, and the running containers (ID, pod UID).
+struct Relist {
+    fingerprint: Fingerprint,
+    running: Vec<(String, String)>,
+}
+
+async fn relist(runtime: &Runtime) -> Result<Relist, crate::cri::CriError> {
     let sandboxes = runtime
         .list_pod_sandbox(v1::ListPodSandboxRequest::default())
         .await?
@@ -107,12 +264,19 @@ async fn relist(runtime: &Runtime) -> Result<Fingerprint, crate::cri::CriError> 
             fingerprint.insert(sandbox.id, (uid.clone(), sandbox.state));
         }
     }
+    let mut running = Vec::new();
     for container in containers {
         if let Some(uid) = container.labels.get(labels::POD_UID) {
+            if container.state == v1::ContainerState::ContainerRunning as i32 {
+                running.push((container.id.clone(), uid.clone()));
+            }
             fingerprint.insert(container.id, (uid.clone(), container.state));
         }
     }
-    Ok(fingerprint)
+    Ok(Relist {
+        fingerprint,
+        running,
+    })
 }
 
 /// Pods with an object that appeared, disappeared or changed state between two relists.

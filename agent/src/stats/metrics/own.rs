@@ -10,6 +10,8 @@
 //! | `kernlet_cri_request_duration_seconds` | histogram | `method` | one CRI call |
 //! | `kernlet_static_pod_manifest_errors_total` | counter | | `StaticPodSource::manifest_errors_counter` |
 //! | `kernlet_task_restarts_total` | counter | `task` | `supervise::TaskRestarts` (panics, early exits) |
+//! | `kernlet_pleg_exit_watches` | gauge | | `reconcile::exits::ExitCounts` (pidfds open) |
+//! | `kernlet_pleg_exit_events_total` | counter | `source` | `reconcile::exits::ExitCounts` (exits seen in `containerd` task events or through a `pidfd`) |
 //!
 //! The eBPF run statistics are cumulative in the kernel (and only advance while
 //! `kernel.bpf_stats_enabled` is 1), so they are set, not incremented. The CRI buckets are
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{Desc, Families, HistogramValue, MetricsError};
+use crate::reconcile::exits::ExitCounts;
 use crate::supervise::TaskRestarts;
 
 const PROGRAM_LOADED: Desc = Desc::gauge(
@@ -50,6 +53,14 @@ const MANIFEST_ERRORS: Desc = Desc::counter(
 const TASK_RESTARTS: Desc = Desc::counter(
     "kernlet_task_restarts_total",
     "Cumulative count of supervised tasks (pod workers and agent loops) restarted after a panic or an early exit.",
+);
+const EXIT_WATCHES: Desc = Desc::gauge(
+    "kernlet_pleg_exit_watches",
+    "Running containers whose main process is watched through a pidfd for its exit.",
+);
+const EXIT_EVENTS: Desc = Desc::counter(
+    "kernlet_pleg_exit_events_total",
+    "Cumulative count of container exits seen in containerd's task events or through a pidfd, by source.",
 );
 
 /// 0.005 s × 2.5^i for i in 0..14, as upstream's runtime operation histogram.
@@ -131,6 +142,7 @@ struct State {
     cri: BTreeMap<String, Buckets>,
     manifest_errors: Option<Arc<AtomicU64>>,
     task_restarts: Option<Arc<TaskRestarts>>,
+    exits: Option<Arc<ExitCounts>>,
 }
 
 /// kernlet's own metrics, shared between the daemon's tasks and the server.
@@ -192,6 +204,11 @@ impl Metrics {
         self.state().task_restarts = Some(restarts);
     }
 
+    /// Exposes the PLEG's exit watches.
+    pub fn track_exit_watches(&self, exits: Arc<ExitCounts>) {
+        self.state().exits = Some(exits);
+    }
+
     /// The `/metrics` body.
     pub fn render(&self) -> Result<String, MetricsError> {
         let mut out = Families::default();
@@ -220,6 +237,13 @@ impl Metrics {
             for (task, count) in restarts.counts() {
                 let labels = vec![("task", task.to_owned())];
                 out.sample(&TASK_RESTARTS, labels, count as f64, None);
+            }
+        }
+        if let Some(exits) = &state.exits {
+            out.sample(&EXIT_WATCHES, Vec::new(), exits.watching() as f64, None);
+            for (source, count) in [("containerd", exits.task_exits()), ("pidfd", exits.exits())] {
+                let labels = vec![("source", source.to_owned())];
+                out.sample(&EXIT_EVENTS, labels, count as f64, None);
             }
         }
         drop(state);

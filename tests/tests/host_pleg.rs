@@ -1,0 +1,118 @@
+//! Container exits reach the pod status through containerd's task events, not the 1 s relist, on
+//! containerd 1.6, which has no CRI event stream: the exit is counted in
+//! `kernlet_pleg_exit_events_total{source="containerd"}`, and the status says terminated with the
+//! exit code and reason CRI later records too. The latency from kill to status is printed (the
+//! bench measures it; `docs/perf.md`). The pidfd route, for runtimes without events, is unit-tested
+//! on real processes (`reconcile::exits`).
+#![expect(
+    clippy::disallowed_methods,
+    reason = "measures a real exit against real time: std time is the right clock"
+)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use kernlet_cri::v1::ContainerStatusRequest;
+use kernlet_tests::{node::TestNode, scrape::sample};
+use nix::{sys::signal, unistd::Pid};
+use support::{WAIT, container, pod_containers, pod_selector, status, uid, with_cri};
+
+const PODS: usize = 3;
+const POLL: Duration = Duration::from_millis(10);
+
+fn manifest(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: Never\n  \
+         terminationGracePeriodSeconds: 2\n  containers:\n{}",
+        container("main", "exec sleep 3600", "")
+    )
+}
+
+/// The main process of pod `uid`'s only container, from the runtime's verbose status.
+fn main_pid(node: &TestNode, uid: &str) -> Result<i32> {
+    let selector = pod_selector(uid);
+    with_cri(node, async move |client| {
+        let containers = pod_containers(client, selector).await?;
+        let id = containers
+            .first()
+            .context("the pod has no container")?
+            .id
+            .clone();
+        let response = client
+            .container_status(ContainerStatusRequest {
+                container_id: id,
+                verbose: true,
+            })
+            .await?
+            .into_inner();
+        let info: serde_json::Value =
+            serde_json::from_str(response.info.get("info").context("no verbose info")?)?;
+        let pid = info["pid"].as_i64().context("no pid in the verbose info")?;
+        Ok(i32::try_from(pid)?)
+    })
+}
+
+fn exit_events(node: &TestNode) -> Result<f64> {
+    let metrics = node.get("/metrics")?;
+    sample(
+        &metrics,
+        "kernlet_pleg_exit_events_total",
+        &[("source", "containerd")],
+    )
+    .context("no exit event counter")
+}
+
+#[test]
+#[ignore = "host: needs root, containerd and runc; run by cargo xtask test"]
+fn a_killed_container_is_reported_from_containerd_task_events() -> Result<()> {
+    let node = TestNode::start()?;
+    let names: Vec<String> = (0..PODS).map(|i| format!("exit-{i}")).collect();
+    for name in &names {
+        node.write_manifest(&format!("{name}.yaml"), &manifest(name))?;
+    }
+    let pods: Vec<String> = names.iter().map(|n| format!("{n}-testnode")).collect();
+    node.wait_until("every pod runs", WAIT, |n| {
+        Ok(pods.iter().all(|p| {
+            n.pod(p)
+                .ok()
+                .flatten()
+                .is_some_and(|pod| status(&pod, "main")["state"]["running"].is_object())
+        }))
+    })?;
+    let before = exit_events(&node)?;
+    let mut latencies = Vec::new();
+    for pod in &pods {
+        let uid = uid(&node.pod(pod)?.context("pod gone")?);
+        let pid = main_pid(&node, &uid)?;
+        let killed = Instant::now();
+        signal::kill(Pid::from_raw(pid), signal::Signal::SIGKILL)?;
+        let (latency, terminated) = loop {
+            let seen = node.pod(pod)?.unwrap_or_default();
+            let terminated = &status(&seen, "main")["state"]["terminated"];
+            if terminated.is_object() {
+                break (killed.elapsed(), terminated.clone());
+            }
+            ensure!(killed.elapsed() < WAIT, "{pod} never reported its exit");
+            std::thread::sleep(POLL);
+        };
+        ensure!(terminated["exitCode"] == 137, "{terminated}");
+        ensure!(terminated["reason"] == "Error", "{terminated}");
+        latencies.push(latency);
+    }
+    let after = exit_events(&node)?;
+    ensure!(
+        after - before >= PODS as f64,
+        "exits counted from task events: {before} before, {after} after killing {PODS} containers"
+    );
+    latencies.sort();
+    println!("kill to status (polled every {POLL:?}): {latencies:?}");
+    for l in node
+        .log()
+        .lines()
+        .filter(|l| l.contains("exited") || l.contains("ContainerStatus") || l.contains("observ"))
+    {
+        println!("{l}");
+    }
+    Ok(())
+}
