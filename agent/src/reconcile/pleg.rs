@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::exits::{ExitCounts, ExitWatches};
+use crate::clock::Clock as _;
 use crate::cri::{
     Runtime,
     exits::{ExitRecords, TaskEvent},
@@ -90,12 +91,14 @@ pub async fn run(
     // containerd publishes task events; pidfds are for runtimes that turn out not to.
     let containerd = runtime.version().runtime_name == "containerd";
     let task_events_expected = Arc::new(AtomicBool::new(containerd));
+    let running_pods = RunningPods::default();
     let task_events = {
         let follower = TaskEvents {
             runtime: runtime.clone(),
             counts: exit_counts.clone(),
             wakers: wakers.clone(),
             records: records.clone(),
+            pods: running_pods.clone(),
             expected: task_events_expected.clone(),
         };
         let cancel = cancel.clone();
@@ -129,6 +132,7 @@ pub async fn run(
                     wakers.wake(&uid);
                 }
                 records.retain_running(&running.iter().map(|(id, _)| id.as_str()).collect());
+                running_pods.set(&running);
                 // Task events carry exits faster than a pidfd and CRI would; a runtime without
                 // them gets the pidfd watches.
                 if task_events_expected.load(Ordering::Relaxed) {
@@ -155,8 +159,27 @@ pub async fn run(
 
 /// Follows containerd's task events: records each exit for the reconciler's client and wakes the
 /// container's pod.
+/// The pod of each running container as of the last relist, so an exit event wakes its pod
+/// without a status call.
+#[derive(Debug, Default, Clone)]
+struct RunningPods(Arc<Mutex<HashMap<String, String>>>);
+
+impl RunningPods {
+    fn set(&self, running: &[(String, String)]) {
+        let mut pods = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        pods.clear();
+        pods.extend(running.iter().cloned());
+    }
+
+    fn get(&self, container: &str) -> Option<String> {
+        let pods = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        pods.get(container).cloned()
+    }
+}
+
 struct TaskEvents {
     runtime: Runtime,
+    pods: RunningPods,
     counts: Arc<ExitCounts>,
     wakers: Wakers,
     records: ExitRecords,
@@ -217,27 +240,39 @@ impl TaskEvents {
 
     async fn handle(&self, event: TaskEvent) {
         let id = event.container_id().to_owned();
-        let is_exit = matches!(event, TaskEvent::Exit(_));
-        self.records.record(event);
-        if !is_exit {
+        let TaskEvent::Exit(exit) = &event else {
+            self.records.record(event);
             return;
-        }
+        };
+        // How long the exit took to reach kernlet (the shim stamps it when it reaps).
+        let lag_ms = (crate::clock::SystemClock.wall_nanos() - exit.finished_at) / 1_000_000;
+        self.records.record(event);
         self.counts.count_task_exit();
-        // The pod from the container's labels (a status call: exits are rare).
+        let uid = match self.pods.get(&id) {
+            Some(uid) => uid,
+            // Started since the last relist: the pod from the container's labels.
+            None => match self.pod_of(&id).await {
+                Some(uid) => uid,
+                None => return,
+            },
+        };
+        tracing::debug!(container = %id, pod = %uid, lag_ms, "container exited (task event)");
+        self.wakers.wake(&uid);
+    }
+
+    async fn pod_of(&self, id: &str) -> Option<String> {
         let request = v1::ContainerStatusRequest {
-            container_id: id.clone(),
+            container_id: id.to_owned(),
             verbose: false,
         };
         match self.runtime.container_status(request).await {
             Ok(response) => {
                 let labels = response.status.map(|s| s.labels).unwrap_or_default();
-                if let Some(uid) = labels.get(labels::POD_UID) {
-                    tracing::debug!(container = %id, pod = %uid, "container exited (task event)");
-                    self.wakers.wake(uid);
-                }
+                labels.get(labels::POD_UID).cloned()
             }
             Err(error) => {
                 tracing::debug!(container = %id, %error, "exited container's pod unknown; the relist wakes it");
+                None
             }
         }
     }
