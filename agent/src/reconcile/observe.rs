@@ -35,24 +35,23 @@ impl Observer {
         uid: Option<&str>,
     ) -> Result<HashMap<String, PodRuntime>, CriError> {
         let selector = uid.map(labels::pod_selector).unwrap_or_default();
-        let sandboxes = runtime
-            .list_pod_sandbox(v1::ListPodSandboxRequest {
+        // Both lists at once: one round trip instead of two on the path from a PLEG wake-up to
+        // the pod's status.
+        let (sandboxes, containers) = tokio::join!(
+            runtime.list_pod_sandbox(v1::ListPodSandboxRequest {
                 filter: Some(v1::PodSandboxFilter {
                     label_selector: selector.clone(),
                     ..Default::default()
                 }),
-            })
-            .await?
-            .items;
-        let containers = runtime
-            .list_containers(v1::ListContainersRequest {
+            }),
+            runtime.list_containers(v1::ListContainersRequest {
                 filter: Some(v1::ContainerFilter {
                     label_selector: selector,
                     ..Default::default()
                 }),
-            })
-            .await?
-            .containers;
+            }),
+        );
+        let (sandboxes, containers) = (sandboxes?.items, containers?.containers);
 
         let mut pods: HashMap<String, PodRuntime> = HashMap::new();
         let mut seen_sandboxes = HashSet::new();
