@@ -167,13 +167,19 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
             }
         });
     }
+    let faults = Arc::new(faults());
     let exit_counts = Arc::new(ExitCounts::default());
     metrics.track_exit_watches(exit_counts.clone());
     supervisor.spawn("pleg", {
         let (runtime, wakers, cancel) = (runtime.clone(), wakers.clone(), cancel.clone());
+        let task_events = !faults.no_task_events();
         move || {
             let (runtime, wakers) = (runtime.clone(), wakers.clone());
-            let exits = (exit_counts.clone(), exit_records.clone());
+            let exits = pleg::ExitSources {
+                counts: exit_counts.clone(),
+                records: exit_records.clone(),
+                task_events,
+            };
             pleg::run(runtime, wakers, exits, cancel.clone())
         }
     });
@@ -207,7 +213,7 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
         status: store,
         wakers,
         restarts,
-        faults: Arc::new(faults()),
+        faults,
     });
     supervisor.spawn("manager", {
         let cancel = cancel.clone();

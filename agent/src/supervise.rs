@@ -113,12 +113,14 @@ pub async fn supervise<F, Fut>(
 }
 
 /// Faults injected for tests through `KERNLET_FAULT_INJECT` (comma-separated):
-/// `worker-panic=<pod name>` makes the worker of that pod panic once, 2 s into its life.
-/// Not for production use; unknown entries are logged and ignored.
+/// `worker-panic=<pod name>` makes the worker of that pod panic once, 2 s into its life;
+/// `no-task-events` makes the PLEG ignore containerd's task events (so the pidfd route is tested
+/// against containerd). Not for production use; unknown entries are logged and ignored.
 #[derive(Debug, Default)]
 pub struct Faults {
     worker_panic: Option<String>,
     fired: AtomicBool,
+    no_task_events: bool,
 }
 
 impl Faults {
@@ -129,6 +131,9 @@ impl Faults {
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             if let Some(("worker-panic", pod)) = entry.split_once('=') {
                 faults.worker_panic = Some(pod.to_owned());
+            } else if entry == "no-task-events" {
+                tracing::warn!("fault injection: containerd's task events are ignored");
+                faults.no_task_events = true;
             } else {
                 tracing::warn!(entry, "unknown fault in KERNLET_FAULT_INJECT ignored");
             }
@@ -137,6 +142,12 @@ impl Faults {
             tracing::warn!(pod, "fault injection: this pod's worker will panic once");
         }
         faults
+    }
+
+    /// True when containerd's task events are to be ignored.
+    #[must_use]
+    pub fn no_task_events(&self) -> bool {
+        self.no_task_events
     }
 
     /// True exactly once, for the first worker of pod `name` when a panic is asked for it.
@@ -202,7 +213,9 @@ mod tests {
 
     #[test]
     fn a_worker_panic_fires_once_for_its_pod() {
-        let faults = Faults::parse("worker-panic=web, bogus");
+        let faults = Faults::parse("worker-panic=web, bogus, no-task-events");
+        assert!(faults.no_task_events());
+        assert!(!Faults::default().no_task_events());
         assert!(!faults.take_worker_panic(Some("db")));
         assert!(faults.take_worker_panic(Some("web")));
         assert!(!faults.take_worker_panic(Some("web")));

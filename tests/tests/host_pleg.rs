@@ -2,8 +2,8 @@
 //! containerd 1.6, which has no CRI event stream: the exit is counted in
 //! `kernlet_pleg_exit_events_total{source="containerd"}`, and the status says terminated with the
 //! exit code and reason CRI later records too. The latency from kill to status is printed (the
-//! bench measures it; `docs/perf.md`). The pidfd route, for runtimes without events, is unit-tested
-//! on real processes (`reconcile::exits`).
+//! bench measures it; `docs/perf.md`). The pidfd route, for runtimes without task events, is
+//! tested against containerd too, with the task events switched off (`KERNLET_FAULT_INJECT`).
 #![expect(
     clippy::disallowed_methods,
     reason = "measures a real exit against real time: std time is the right clock"
@@ -53,20 +53,19 @@ fn main_pid(node: &TestNode, uid: &str) -> Result<i32> {
     })
 }
 
-fn exit_events(node: &TestNode) -> Result<f64> {
+fn exit_events(node: &TestNode, source: &str) -> Result<f64> {
     let metrics = node.get("/metrics")?;
     sample(
         &metrics,
         "kernlet_pleg_exit_events_total",
-        &[("source", "containerd")],
+        &[("source", source)],
     )
     .context("no exit event counter")
 }
 
-#[test]
-#[ignore = "host: needs root, containerd and runc; run by cargo xtask test"]
-fn a_killed_container_is_reported_from_containerd_task_events() -> Result<()> {
-    let node = TestNode::start()?;
+/// Runs [`PODS`] pods, kills each one's main process, and checks that each exit reaches the
+/// status with its code and reason, counted under `source`.
+fn kill_each_and_check(node: &TestNode, source: &str) -> Result<()> {
     let names: Vec<String> = (0..PODS).map(|i| format!("exit-{i}")).collect();
     for name in &names {
         node.write_manifest(&format!("{name}.yaml"), &manifest(name))?;
@@ -80,11 +79,18 @@ fn a_killed_container_is_reported_from_containerd_task_events() -> Result<()> {
                 .is_some_and(|pod| status(&pod, "main")["state"]["running"].is_object())
         }))
     })?;
-    let before = exit_events(&node)?;
+    if source == "pidfd" {
+        // The relist that starts the watches runs every second.
+        node.wait_until("every container is watched", WAIT, |n| {
+            let metrics = n.get("/metrics")?;
+            Ok(sample(&metrics, "kernlet_pleg_exit_watches", &[]) >= Some(PODS as f64))
+        })?;
+    }
+    let before = exit_events(node, source)?;
     let mut latencies = Vec::new();
     for pod in &pods {
         let uid = uid(&node.pod(pod)?.context("pod gone")?);
-        let pid = main_pid(&node, &uid)?;
+        let pid = main_pid(node, &uid)?;
         let killed = Instant::now();
         signal::kill(Pid::from_raw(pid), signal::Signal::SIGKILL)?;
         let (latency, terminated) = loop {
@@ -100,19 +106,25 @@ fn a_killed_container_is_reported_from_containerd_task_events() -> Result<()> {
         ensure!(terminated["reason"] == "Error", "{terminated}");
         latencies.push(latency);
     }
-    let after = exit_events(&node)?;
+    let after = exit_events(node, source)?;
     ensure!(
         after - before >= PODS as f64,
-        "exits counted from task events: {before} before, {after} after killing {PODS} containers"
+        "exits counted from {source}: {before} before, {after} after killing {PODS} containers"
     );
     latencies.sort();
-    println!("kill to status (polled every {POLL:?}): {latencies:?}");
-    for l in node
-        .log()
-        .lines()
-        .filter(|l| l.contains("exited") || l.contains("ContainerStatus") || l.contains("observ"))
-    {
-        println!("{l}");
-    }
+    println!("{source}: kill to status (polled every {POLL:?}): {latencies:?}");
     Ok(())
+}
+
+#[test]
+#[ignore = "host: needs root, containerd and runc; run by cargo xtask test"]
+fn a_killed_container_is_reported_from_containerd_task_events() -> Result<()> {
+    kill_each_and_check(&TestNode::start()?, "containerd")
+}
+
+#[test]
+#[ignore = "host: needs root, containerd and runc; run by cargo xtask test"]
+fn without_task_events_a_pidfd_per_container_reports_exits() -> Result<()> {
+    let node = TestNode::start_with("", &[("KERNLET_FAULT_INJECT", "no-task-events")])?;
+    kill_each_and_check(&node, "pidfd")
 }

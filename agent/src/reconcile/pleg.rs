@@ -77,19 +77,28 @@ impl Wakers {
 /// What a relist remembers of each object: its pod and state.
 type Fingerprint = HashMap<String, (String, i32)>;
 
-/// Runs until `cancel`: the event stream (when the runtime has one), the exit watches and the
-/// relist.
-/// `runtime` must be a client without exit records (the relist needs CRI's own view);
-/// `records` are those the reconciler's client overlays.
-pub async fn run(
-    runtime: Runtime,
-    wakers: Wakers,
-    exits: (Arc<ExitCounts>, ExitRecords),
-    cancel: CancellationToken,
-) {
-    let (exit_counts, records) = exits;
+/// Where the PLEG learns of exits besides CRI events and the relist.
+#[derive(Debug, Clone)]
+pub struct ExitSources {
+    /// What the exit routes did, for `/metrics`.
+    pub counts: Arc<ExitCounts>,
+    /// The exits the reconciler's client overlays.
+    pub records: ExitRecords,
+    /// Follow containerd's task events when the runtime is containerd (off only to test the
+    /// pidfd route against containerd, through `KERNLET_FAULT_INJECT=no-task-events`).
+    pub task_events: bool,
+}
+
+/// Runs until `cancel`: the event streams (when the runtime has them), the exit watches and the
+/// relist. `runtime` must be a client without exit records (the relist needs CRI's own view).
+pub async fn run(runtime: Runtime, wakers: Wakers, exits: ExitSources, cancel: CancellationToken) {
+    let ExitSources {
+        counts: exit_counts,
+        records,
+        task_events,
+    } = exits;
     // containerd publishes task events; pidfds are for runtimes that turn out not to.
-    let containerd = runtime.version().runtime_name == "containerd";
+    let containerd = task_events && runtime.version().runtime_name == "containerd";
     let task_events_expected = Arc::new(AtomicBool::new(containerd));
     let running_pods = RunningPods::default();
     let task_events = {
@@ -102,7 +111,11 @@ pub async fn run(
             expected: task_events_expected.clone(),
         };
         let cancel = cancel.clone();
-        tokio::spawn(async move { follower.run(&cancel).await })
+        tokio::spawn(async move {
+            if containerd {
+                follower.run(&cancel).await;
+            }
+        })
     };
     let events_flowing = Arc::new(Notify::new());
     let events = {
