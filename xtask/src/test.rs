@@ -231,7 +231,8 @@ fn in_vm(filter: Option<&str>) -> Result<Outcome> {
     }
     let options = vm::VmOptions {
         memory_mib: 4096,
-        // Every vm_ and kernel_ test in one boot, under TCG emulation: about 15 minutes.
+        // Every vm_ and kernel_ test in one boot, under TCG emulation: about 20 minutes (the
+        // vm_density smoke alone takes 4-5).
         timeout: std::time::Duration::from_mins(40),
         env,
         ..vm::VmOptions::default()

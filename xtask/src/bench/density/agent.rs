@@ -235,7 +235,7 @@ impl Agent {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// SIGTERM, then SIGKILL after [`STOP_GRACE`]. Both agents leave their pods running; the
+    /// SIGTERM, then SIGKILL after 30 s (`STOP_GRACE`). Both agents leave their pods running; the
     /// fixture's teardown removes them.
     pub fn stop(mut self) -> Result<()> {
         match self.child.take() {

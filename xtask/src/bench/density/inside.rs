@@ -298,7 +298,7 @@ fn task_pid(listing: &str, id: &str) -> Option<i32> {
     })
 }
 
-/// Fails unless `pods` is a usable count.
+/// Fails unless the plan measures something (pods, rounds and containers above 0).
 pub fn check_plan(plan: &Plan) -> Result<()> {
     if plan.pods == 0 || plan.rounds == 0 || plan.containers.contains(&0) {
         bail!("nothing to measure: give pods, rounds and containers above 0");

@@ -246,7 +246,7 @@ fn table(pods: usize, containers: usize, runs: &[&RunResult]) -> String {
     let kernlet = AgentKind::Kernlet { housekeeping_s: 1 };
     let count = |agent| runs.iter().filter(|r| r.agent == agent).count();
     let title = format!(
-        "**{pods} pods × {containers} container{}** (kubelet {} runs, kernlet {} runs)",
+        "**{pods} pods × {containers} container{}** (runs: kubelet {}, kernlet {})",
         if containers == 1 { "" } else { "s" },
         count(AgentKind::Kubelet),
         count(kernlet)
@@ -375,7 +375,7 @@ mod tests {
             run(AgentKind::Kernlet { housekeeping_s: 10 }, 1, 0.5),
         ];
         let text = tables(&results);
-        assert!(text.starts_with("**10 pods × 1 container** (kubelet 2 runs, kernlet 2 runs)"));
+        assert!(text.starts_with("**10 pods × 1 container** (runs: kubelet 2, kernlet 2)"));
         // Medians of two rounds: kubelet 20 s (10–30), kernlet 1 s (0.5–1.5): ratio 0.05.
         let startup = text
             .lines()
