@@ -10,9 +10,14 @@ use anyhow::{Context, Result, bail};
 
 /// `GET path` on `127.0.0.1:port`: the body of a 200 response (chunked bodies are joined).
 pub fn get(port: u16, path: &str) -> Result<String> {
+    get_timeout(port, path, Duration::from_secs(5))
+}
+
+/// As [`get`], waiting up to `timeout` for each read (slow servers, e.g. under emulation).
+pub fn get_timeout(port: u16, path: &str, timeout: Duration) -> Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(timeout))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"

@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod demo;
 pub mod http;
 pub mod images;
+pub mod k8s;
 pub mod layers;
 pub mod runtime;
 pub mod setup;

@@ -50,7 +50,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("prometheus", "promtool checks every metrics endpoint"),
     ("kmod", "loading kernel modules in the node VM"),
-    ("xz-utils", "decompressing kernel modules for the node VM"),
+    (
+        "xz-utils",
+        "decompressing kernel modules for the node VM and the Kubernetes binaries (k8s)",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

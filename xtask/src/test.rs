@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     cmd::{describe, run, shell_quote},
-    layers, setup, vm, workspace_root,
+    k8s, layers, setup, vm, workspace_root,
 };
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,14 +217,24 @@ fn in_vm(filter: Option<&str>) -> Result<Outcome> {
         script.push_str(" || status=1\n");
     }
     script.push_str("exit $status\n");
+    let mut env = vec![(
+        "KERNLET_BIN".to_owned(),
+        kernlet.to_string_lossy().into_owned(),
+    )];
+    // The VM cannot unpack the Kubernetes binaries (its root is a throw-away overlay): unpack
+    // here. Without them the tests needing them print their skip.
+    match k8s::find()? {
+        k8s::K8sBin::Found(dir) => {
+            env.push((k8s::ENV.to_owned(), dir.to_string_lossy().into_owned()));
+        }
+        k8s::K8sBin::Missing(reason) => println!("vm tier: {reason}"),
+    }
     let options = vm::VmOptions {
         memory_mib: 4096,
-        // Every vm_ and kernel_ test in one boot, under TCG emulation: about 15 minutes.
+        // Every vm_ and kernel_ test in one boot, under TCG emulation: about 20 minutes (the
+        // vm_density smoke alone takes 4-5).
         timeout: std::time::Duration::from_mins(40),
-        env: vec![(
-            "KERNLET_BIN".to_owned(),
-            kernlet.to_string_lossy().into_owned(),
-        )],
+        env,
         ..vm::VmOptions::default()
     };
     let vm::VmRun { status, console } = vm::run_capture(&options, &script)?;

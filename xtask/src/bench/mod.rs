@@ -7,7 +7,10 @@
 //! - [`readers`]: cost of a stats round reading N cgroups through cgroupfs, three ways.
 //! - [`stats`]: what stats collection costs: cgroupfs readers, kernlet's CPU and RSS, eBPF per
 //!   event, `/stats/summary` latency.
+//! - [`density`]: kernlet against the upstream kubelet with 10, 50 and 110 pods in the node VM:
+//!   start-up, CPU, RSS, endpoint latency, spec-change and exit-to-status latency, as ratios.
 pub mod cgroups;
+pub mod density;
 pub mod readers;
 pub mod startup;
 pub mod stats;
@@ -44,6 +47,9 @@ pub enum Bench {
     /// Stats collection cost: cgroupfs readers on 10/100/500 cgroups, kernlet's CPU and RSS at
     /// 10 and 100 pods, eBPF ns per event, endpoint latency; needs root.
     Stats(stats::StatsArgs),
+    /// kernlet against the upstream kubelet with 10, 50 and 110 static pods in the node VM:
+    /// start-up, CPU, RSS, endpoint latency, spec change and exit-to-status latency, as ratios.
+    Density(density::DensityArgs),
 }
 
 pub fn cli(args: &BenchArgs) -> Result<()> {
@@ -52,6 +58,7 @@ pub fn cli(args: &BenchArgs) -> Result<()> {
         Bench::Cgroups(args) => cgroups::cli(args),
         Bench::Readers(args) => readers::cli(args),
         Bench::Stats(args) => stats::cli(args),
+        Bench::Density(args) => density::cli(args),
     }
 }
 

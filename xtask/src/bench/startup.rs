@@ -279,9 +279,15 @@ pub(super) fn write_manifest(dir: &Path, index: usize) -> Result<()> {
          terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    \
          image: {TEST_IMAGE}\n    imagePullPolicy: Never\n    command: [\"sleep\", \"3600\"]\n"
     );
-    let tmp = dir.join(format!(".{name}.yaml.tmp"));
+    replace_file(dir, &format!("{name}.yaml"), &text)
+}
+
+/// Writes `dir/name` through a hidden temporary file renamed into place, so a watcher never
+/// sees it half written.
+pub(super) fn replace_file(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
     fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    let path = dir.join(format!("{name}.yaml"));
+    let path = dir.join(name);
     fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
 }
 
@@ -303,6 +309,39 @@ pub(super) fn running_pods(body: &str) -> usize {
             })
             .count()
     })
+}
+
+/// The resident set size (`VmRSS` of `/proc/<pid>/status`) of process `pid`, in KiB.
+pub(super) fn rss_kib(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Stops `child` (called `what` in errors): SIGTERM, then SIGKILL after `grace`.
+pub(super) fn terminate(child: &mut Child, what: &str, grace: Duration) -> Result<()> {
+    let pid = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
+    let _ = kill(pid, Signal::SIGTERM);
+    let exited = poll(
+        &format!("{what} exits"),
+        Duration::from_millis(20),
+        grace,
+        || {
+            child
+                .try_wait()
+                .with_context(|| format!("waiting for {what}"))
+        },
+    );
+    if exited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{what} did not exit within {grace:?} of SIGTERM; killed it");
+    }
+    Ok(())
 }
 
 /// One direct-CRI measurement: seconds until all `pods` were started.
@@ -428,14 +467,7 @@ impl Kernlet {
 
     /// kernlet's resident set size (`VmRSS` of `/proc/<pid>/status`) in KiB.
     pub(super) fn rss_kib(&self) -> Result<u64> {
-        let pid = self.child.as_ref().context("kernlet is not running")?.id();
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("reading /proc/{pid}/status"))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+        rss_kib(self.child.as_ref().context("kernlet is not running")?.id())
     }
 
     /// The last `lines` lines of kernlet's log.
@@ -451,20 +483,7 @@ impl Kernlet {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let pid = Pid::from_raw(i32::try_from(child.id()).context("kernlet pid out of range")?);
-        let _ = kill(pid, Signal::SIGTERM);
-        let exited = poll(
-            "kernlet exits",
-            Duration::from_millis(20),
-            Duration::from_secs(10),
-            || child.try_wait().context("waiting for kernlet"),
-        );
-        if exited.is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("kernlet did not exit within 10 s of SIGTERM; killed it");
-        }
-        Ok(())
+        terminate(&mut child, "kernlet", Duration::from_secs(10))
     }
 }
 

@@ -41,7 +41,7 @@ use super::{
     startup::{Kernlet, POLL, keep, running_pods, with_fixture, write_manifest},
     target_dir,
 };
-use crate::{runtime::RuntimeFixture, setup};
+use crate::setup;
 
 /// The tests crate's example measuring the three readers (shared with `bench readers`).
 const TOOL: &str = "cgroupfs_read";
@@ -86,12 +86,12 @@ struct ReaderRow {
 
 /// One endpoint's latency.
 #[derive(Debug)]
-struct Latency {
-    path: &'static str,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    bytes: usize,
+pub(super) struct Latency {
+    pub(super) path: &'static str,
+    pub(super) p50_ms: f64,
+    pub(super) p99_ms: f64,
+    pub(super) max_ms: f64,
+    pub(super) bytes: usize,
 }
 
 /// One eBPF program's cumulative cost.
@@ -188,7 +188,7 @@ pub fn cli(args: &StatsArgs) -> Result<()> {
 }
 
 /// The cgroup v2 mount: `/sys/fs/cgroup/unified` on a hybrid host, else `/sys/fs/cgroup`.
-fn v2_mount() -> Result<PathBuf> {
+pub(super) fn v2_mount() -> Result<PathBuf> {
     ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
         .into_iter()
         .map(PathBuf::from)
@@ -249,14 +249,15 @@ fn synthetic(tool: &Path, counts: &[usize]) -> Result<(String, Vec<ReaderRow>)> 
     Ok((files, rows))
 }
 
-/// A cgroup kernlet is moved into, to read its CPU time; removed on drop.
-struct CpuCgroup {
-    dir: PathBuf,
+/// A cgroup an agent is moved into, to read its CPU time; removed on drop.
+pub(super) struct CpuCgroup {
+    pub(super) dir: PathBuf,
 }
 
 impl CpuCgroup {
-    fn create(mount: &Path, fixture: &RuntimeFixture) -> Result<Self> {
-        let dir = mount.join(format!("kernlet-bench-stats-{}", fixture.id()));
+    /// Creates cgroup `name` under the v2 `mount`.
+    pub(super) fn create(mount: &Path, name: &str) -> Result<Self> {
+        let dir = mount.join(name);
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self { dir })
     }
@@ -268,7 +269,7 @@ impl CpuCgroup {
     }
 
     /// The CPU time of everything that ran in the cgroup.
-    fn usage(&self) -> Result<Duration> {
+    pub(super) fn usage(&self) -> Result<Duration> {
         let path = self.dir.join("cpu.stat");
         let text =
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -298,7 +299,7 @@ fn kernlet_run(
     args: &StatsArgs,
 ) -> Result<KernletRun> {
     with_fixture(|fixture| {
-        let cgroup = CpuCgroup::create(mount, fixture)?;
+        let cgroup = CpuCgroup::create(mount, &format!("kernlet-bench-stats-{}", fixture.id()))?;
         let interval_arg = format!("{interval}s");
         let mut kernlet =
             Kernlet::start_with(binary, fixture, &["--housekeeping-interval", &interval_arg])?;
@@ -364,20 +365,25 @@ fn measure(
     };
     if probe {
         for path in ["/stats/summary", "/metrics/cadvisor"] {
-            run.latency.push(latency(kernlet, path, args.requests)?);
+            run.latency
+                .push(latency(|p| kernlet.get(p), path, args.requests)?);
         }
         run.ebpf = ebpf_costs(kernlet);
     }
     Ok(run)
 }
 
-/// `requests` sequential GETs of `path`.
-fn latency(kernlet: &Kernlet, path: &'static str, requests: usize) -> Result<Latency> {
+/// `requests` sequential GETs of `path` through `get`.
+pub(super) fn latency(
+    get: impl Fn(&str) -> Result<String>,
+    path: &'static str,
+    requests: usize,
+) -> Result<Latency> {
     let mut millis = Vec::with_capacity(requests);
     let mut bytes = 0;
     for _ in 0..requests.max(1) {
         let sent = Instant::now();
-        bytes = kernlet.get(path)?.len();
+        bytes = get(path)?.len();
         millis.push(sent.elapsed().as_secs_f64() * 1e3);
     }
     millis.sort_by(f64::total_cmp);
@@ -391,7 +397,7 @@ fn latency(kernlet: &Kernlet, path: &'static str, requests: usize) -> Result<Lat
 }
 
 /// The nearest-rank `p`th percentile of `sorted` (ascending, not empty).
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
