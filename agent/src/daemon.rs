@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cgroup::{self, CgroupError, CgroupManager, Cgroupfs, NodeSettings, Setup},
-    config::KubeletConfig,
+    config::{KubeletConfig, MetricKinds},
     cri::{CriConfig, CriError, Runtime, exits::ExitRecords},
     ebpf::{ProbeOptions, Probes},
     node,
@@ -145,6 +145,7 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
             pods: store.clone(),
             stats,
             metrics: metrics.clone(),
+            metric_kinds: MetricKinds::ALL.without(config.disabled_metrics),
         };
         let cancel = cancel.clone();
         supervisor.spawn("server", move || {

@@ -87,6 +87,16 @@ pub struct Flags {
     /// is 1s where the kubelet's embedded cAdvisor uses 10s).
     #[arg(long, value_name = "DURATION", value_parser = parse_housekeeping)]
     pub housekeeping_interval: Option<std::time::Duration>,
+
+    /// Comma-separated metric kinds not to serve on /metrics/cadvisor: cAdvisor's names (`cpu`,
+    /// `cpuLoad`, `memory`, `network`, `disk`, `diskIO`, `process`, `oom_event`, `pressure` ...)
+    /// and `kernlet` for the eBPF families (cAdvisor's `--disable_metrics`; no config field).
+    #[arg(long, value_name = "LIST", value_parser = parse_metric_kinds)]
+    pub disable_metrics: Option<super::MetricKinds>,
+}
+
+fn parse_metric_kinds(text: &str) -> Result<super::MetricKinds, String> {
+    super::MetricKinds::parse(text.split(',')).map_err(|e| e.to_string())
 }
 
 fn parse_housekeeping(text: &str) -> Result<std::time::Duration, String> {
@@ -116,6 +126,7 @@ impl Default for Flags {
             address: None,
             enforce_node_allocatable: None,
             housekeeping_interval: None,
+            disable_metrics: None,
         }
     }
 }
@@ -169,6 +180,9 @@ pub(super) fn apply(flags: &Flags, config: &mut KubeletConfig) -> Result<(), Con
     }
     if let Some(interval) = flags.housekeeping_interval {
         config.housekeeping_interval = interval;
+    }
+    if let Some(disabled) = flags.disable_metrics {
+        config.disabled_metrics = disabled;
     }
     if let Some(address) = flags.address {
         config.address = address;

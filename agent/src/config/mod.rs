@@ -22,6 +22,7 @@ mod duration;
 mod eviction;
 mod fields;
 mod flags;
+mod metric_kinds;
 mod quantity;
 mod reader;
 #[cfg(test)]
@@ -41,6 +42,7 @@ pub use eviction::{
     parse_threshold,
 };
 pub use flags::{Flags, resolve_node_name};
+pub use metric_kinds::{MetricKind, MetricKinds, UnknownMetricKind};
 pub use quantity::{Quantity, QuantityError};
 
 /// The only `apiVersion` accepted for the config file.
@@ -175,6 +177,8 @@ pub struct KubeletConfig {
     pub image_service_endpoint: Option<String>,
     /// `--housekeeping-interval`: how often stats are collected (not a config file field).
     pub housekeeping_interval: Duration,
+    /// `--disable-metrics`: metric kinds `/metrics/cadvisor` leaves out (not a config file field).
+    pub disabled_metrics: MetricKinds,
 }
 
 impl Default for KubeletConfig {
@@ -238,6 +242,7 @@ impl Default for KubeletConfig {
             container_runtime_endpoint: DEFAULT_CONTAINER_RUNTIME_ENDPOINT.to_owned(),
             image_service_endpoint: None,
             housekeeping_interval: Duration::from_secs(1),
+            disabled_metrics: MetricKinds::NONE,
         }
     }
 }

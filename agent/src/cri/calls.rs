@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kernlet_cri::v1;
 
-use super::{CallFuture, CriError, Runtime};
+use super::{CallFuture, CriError, Runtime, exits::ExitRecords};
 
 macro_rules! calls {
     ($($service:ident $name:ident $method:literal ($request:ident) -> $response:ident;)*) => {
@@ -111,13 +111,8 @@ impl Runtime {
         let call = self.call("ListContainers", self.timeout, async move {
             client.list_containers(request).await
         });
-        let Some(exits) = self.exits.clone() else {
-            return call;
-        };
-        Box::pin(async move {
-            let mut response = call.await?;
+        self.with_exits(call, |exits, response| {
             exits.patch_list(&mut response.containers);
-            Ok(response)
         })
     }
 
@@ -130,14 +125,25 @@ impl Runtime {
         let call = self.call("ContainerStatus", self.timeout, async move {
             client.container_status(request).await
         });
+        self.with_exits(call, |exits, response| {
+            if let Some(status) = response.status.as_mut() {
+                exits.patch_status(status);
+            }
+        })
+    }
+
+    /// `call`, with `patch` applied to its answer when this client has exit records.
+    fn with_exits<T: Send + 'static>(
+        &self,
+        call: CallFuture<'static, T>,
+        patch: impl FnOnce(&ExitRecords, &mut T) + Send + 'static,
+    ) -> CallFuture<'static, T> {
         let Some(exits) = self.exits.clone() else {
             return call;
         };
         Box::pin(async move {
             let mut response = call.await?;
-            if let Some(status) = response.status.as_mut() {
-                exits.patch_status(status);
-            }
+            patch(&exits, &mut response);
             Ok(response)
         })
     }

@@ -38,6 +38,8 @@ use crate::cri::{
 /// Longest pause between attempts to follow containerd's task events again (after a containerd
 /// restart, exits meanwhile wait for the 1 s relist).
 const TASK_EVENTS_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Longest wait before opening `GetContainerEvents` again.
+const EVENTS_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Relist period when the runtime streams container events.
 pub const RELIST_WITH_EVENTS: Duration = Duration::from_secs(5);
 /// Relist period without an event stream (upstream's generic PLEG period).
@@ -170,8 +172,6 @@ pub async fn run(runtime: Runtime, wakers: Wakers, exits: ExitSources, cancel: C
     let _ = task_events.await;
 }
 
-/// Follows containerd's task events: records each exit for the reconciler's client and wakes the
-/// container's pod.
 /// The pod of each running container as of the last relist, so an exit event wakes its pod
 /// without a status call.
 #[derive(Debug, Default, Clone)]
@@ -190,6 +190,8 @@ impl RunningPods {
     }
 }
 
+/// Follows containerd's task events: records each exit for the reconciler's client and wakes the
+/// container's pod.
 struct TaskEvents {
     runtime: Runtime,
     pods: RunningPods,
@@ -203,51 +205,23 @@ struct TaskEvents {
 impl TaskEvents {
     /// Returns when cancelled or when the runtime has no containerd event service.
     async fn run(&self, cancel: &CancellationToken) {
-        let mut delay = Duration::from_secs(1);
-        loop {
-            // containerd answers the subscription with its first event, so the call returns
-            // only then.
-            let stream = tokio::select! {
-                () = cancel.cancelled() => return,
-                stream = self.runtime.task_events() => stream,
-            };
-            match stream {
-                Ok(mut stream) => {
-                    tracing::debug!("following containerd's task events");
-                    loop {
-                        let message = tokio::select! {
-                            () = cancel.cancelled() => return,
-                            message = stream.message() => message,
-                        };
-                        match message {
-                            Ok(Some(envelope)) => {
-                                delay = Duration::from_secs(1);
-                                if let Some(event) = TaskEvent::decode(&envelope) {
-                                    self.handle(event).await;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(status) => {
-                                tracing::warn!(%status, "containerd task event stream broke");
-                                break;
-                            }
-                        }
-                    }
+        // containerd answers the subscription with its first event, so opening returns only then.
+        let opened = follow(
+            "containerd task events",
+            cancel,
+            TASK_EVENTS_RETRY_MAX,
+            || self.runtime.task_events(),
+            |envelope| async move {
+                if let Some(event) = TaskEvent::decode(&envelope) {
+                    self.handle(event).await;
                 }
-                Err(error) if error.code() == Some(tonic::Code::Unimplemented) => {
-                    self.expected.store(false, Ordering::Relaxed);
-                    tracing::info!(
-                        "runtime has no containerd event service; pidfds and the relist carry exits"
-                    );
-                    return;
-                }
-                Err(error) => tracing::warn!(%error, "cannot follow containerd's task events"),
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(TASK_EVENTS_RETRY_MAX);
+            },
+        );
+        if opened.await == StreamEnd::Unimplemented {
+            self.expected.store(false, Ordering::Relaxed);
+            tracing::info!(
+                "runtime has no containerd event service; pidfds and the relist carry exits"
+            );
         }
     }
 
@@ -347,48 +321,87 @@ async fn watch_events(
     cancel: &CancellationToken,
     flowing: &Notify,
 ) {
-    let mut delay = Duration::from_secs(1);
+    let open = || async {
+        let stream = runtime.container_events().await;
+        if stream.is_ok() {
+            flowing.notify_one();
+        }
+        stream
+    };
+    let each = |event: v1::ContainerEventResponse| async move {
+        if let Some(uid) = event_pod(&event) {
+            wakers.wake(&uid);
+        }
+    };
+    let followed = follow("container events", cancel, EVENTS_RETRY_MAX, open, each);
+    if followed.await == StreamEnd::Unimplemented {
+        tracing::info!(
+            "runtime has no container event stream; the relist alone drives pod updates"
+        );
+    }
+}
+
+/// Why [`follow`] returned.
+#[derive(Debug, PartialEq, Eq)]
+enum StreamEnd {
+    Cancelled,
+    /// The runtime does not offer the stream at all.
+    Unimplemented,
+}
+
+/// Opens a server stream, hands each message to `each`, and opens it again after a break or a
+/// failed open, waiting 1 s and doubling up to `max_delay` (reset by any message).
+async fn follow<T, Open, Opening, Each, Handling>(
+    name: &str,
+    cancel: &CancellationToken,
+    max_delay: Duration,
+    mut open: Open,
+    mut each: Each,
+) -> StreamEnd
+where
+    Open: FnMut() -> Opening,
+    Opening: Future<Output = Result<tonic::Streaming<T>, crate::cri::CriError>>,
+    Each: FnMut(T) -> Handling,
+    Handling: Future<Output = ()>,
+{
+    const FIRST_DELAY: Duration = Duration::from_secs(1);
+    let mut delay = FIRST_DELAY;
     loop {
-        let stream = tokio::select! {
-            () = cancel.cancelled() => return,
-            stream = runtime.container_events() => stream,
+        let opened = tokio::select! {
+            () = cancel.cancelled() => return StreamEnd::Cancelled,
+            opened = open() => opened,
         };
-        match stream {
+        match opened {
             Ok(mut stream) => {
-                flowing.notify_one();
+                tracing::debug!(stream = name, "following");
                 loop {
                     let message = tokio::select! {
-                        () = cancel.cancelled() => return,
+                        () = cancel.cancelled() => return StreamEnd::Cancelled,
                         message = stream.message() => message,
                     };
                     match message {
-                        Ok(Some(event)) => {
-                            delay = Duration::from_secs(1);
-                            if let Some(uid) = event_pod(&event) {
-                                wakers.wake(&uid);
-                            }
+                        Ok(Some(message)) => {
+                            delay = FIRST_DELAY;
+                            each(message).await;
                         }
                         Ok(None) => break,
                         Err(status) => {
-                            tracing::warn!(%status, "container event stream broke");
+                            tracing::warn!(stream = name, %status, "stream broke");
                             break;
                         }
                     }
                 }
             }
             Err(error) if error.code() == Some(tonic::Code::Unimplemented) => {
-                tracing::info!(
-                    "runtime has no container event stream; the relist alone drives pod updates"
-                );
-                return;
+                return StreamEnd::Unimplemented;
             }
-            Err(error) => tracing::warn!(%error, "cannot open the container event stream"),
+            Err(error) => tracing::warn!(stream = name, %error, "cannot open the stream"),
         }
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => return StreamEnd::Cancelled,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
+        delay = (delay * 2).min(max_delay);
     }
 }
 

@@ -44,6 +44,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{MetricKinds, UnknownMetricKind};
 use crate::stats::metrics::{self, Metrics};
 use crate::stats::store::{NoStats, StatsProvider};
 use crate::stats::summary;
@@ -62,6 +63,8 @@ pub struct Providers {
     pub pods: Arc<dyn PodsProvider>,
     pub stats: Arc<dyn StatsProvider>,
     pub metrics: Arc<Metrics>,
+    /// The metric kinds `/metrics/cadvisor` serves (`--disable-metrics` takes some away).
+    pub metric_kinds: MetricKinds,
 }
 
 impl Providers {
@@ -72,6 +75,7 @@ impl Providers {
             pods,
             stats: Arc::new(NoStats),
             metrics: Arc::new(Metrics::new()),
+            metric_kinds: MetricKinds::ALL,
         }
     }
 }
@@ -287,29 +291,53 @@ fn route(
             let summary = providers.stats.summary();
             metrics_response(metrics::resource::render(summary.as_ref()))
         }
-        "/metrics/cadvisor" => {
-            let snapshot = providers.stats.cadvisor();
-            metrics_response(metrics::cadvisor::render(
-                snapshot.as_ref(),
-                crate::clock::wall(),
-            ))
-        }
+        "/metrics/cadvisor" => match scraped_kinds(query) {
+            Ok(chosen) => {
+                let snapshot = providers.stats.cadvisor();
+                metrics_response(metrics::cadvisor::render(
+                    snapshot.as_ref(),
+                    crate::clock::wall(),
+                    providers.metric_kinds.and(chosen),
+                ))
+            }
+            Err(error) => respond(
+                StatusCode::BAD_REQUEST,
+                TEXT,
+                format!("collect[]: {error}\n"),
+            ),
+        },
         _ => respond(StatusCode::NOT_FOUND, TEXT, "404 page not found\n"),
     }
+}
+
+/// The kinds a scrape asks for with `collect[]=kind` (repeatable, as Prometheus exporters take
+/// a scrape config's `params`); all when it names none.
+fn scraped_kinds(query: Option<&str>) -> Result<MetricKinds, UnknownMetricKind> {
+    let names: Vec<String> = query_values(query, "collect[]").collect();
+    if names.is_empty() {
+        return Ok(MetricKinds::ALL);
+    }
+    MetricKinds::parse(names.iter().map(String::as_str))
+}
+
+/// The decoded values of `key` in the url-encoded `query`.
+fn query_values<'a>(query: Option<&'a str>, key: &'a str) -> impl Iterator<Item = String> + 'a {
+    query
+        .into_iter()
+        .flat_map(|encoded| encoded.split('&'))
+        .filter_map(move |pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (url_decode(name) == key).then(|| url_decode(value))
+        })
 }
 
 /// Upstream's test: `only_cpu_and_memory` given exactly once (form body and query together,
 /// as Go's `Request.Form`), and equal to `true`.
 fn only_cpu_and_memory(query: Option<&str>, form: Option<&[u8]>) -> bool {
+    const KEY: &str = "only_cpu_and_memory";
     let form = form.map(String::from_utf8_lossy);
-    let values: Vec<String> = [form.as_deref(), query]
-        .into_iter()
-        .flatten()
-        .flat_map(|encoded| encoded.split('&'))
-        .filter_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (url_decode(key) == "only_cpu_and_memory").then(|| url_decode(value))
-        })
+    let values: Vec<String> = query_values(form.as_deref(), KEY)
+        .chain(query_values(query, KEY))
         .collect();
     values.len() == 1 && values[0] == "true"
 }

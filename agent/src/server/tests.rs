@@ -274,6 +274,14 @@ mod stats_routes {
     }
 
     async fn start_with(stats: Arc<dyn StatsProvider>, metrics: Arc<Metrics>) -> Running {
+        start_serving(stats, metrics, MetricKinds::ALL).await
+    }
+
+    async fn start_serving(
+        stats: Arc<dyn StatsProvider>,
+        metrics: Arc<Metrics>,
+        metric_kinds: MetricKinds,
+    ) -> Running {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
@@ -282,6 +290,7 @@ mod stats_routes {
             pods,
             stats,
             metrics,
+            metric_kinds,
         };
         let task = tokio::spawn(serve(listener, providers, cancel.clone()));
         Running { addr, cancel, task }
@@ -400,6 +409,67 @@ mod stats_routes {
         );
         let (code, _, body) = get(server.addr, "GET", "/metrics").await;
         assert_eq!((code, body.len()), (200, 0));
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn cadvisor_kinds_are_chosen_by_the_node_and_narrowed_per_scrape() {
+        let node = MetricKinds::ALL.without(MetricKinds::parse(["memory"]).unwrap());
+        let server = start_serving(Arc::new(FakeStats), Arc::new(Metrics::new()), node).await;
+        let families = |body: Vec<u8>| -> Vec<String> {
+            let text = String::from_utf8(body).unwrap();
+            let mut names: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# TYPE "))
+                .filter_map(|l| l.split(' ').next())
+                .map(str::to_owned)
+                .collect();
+            names.dedup();
+            names
+        };
+        let (code, _, body) = get(server.addr, "GET", "/metrics/cadvisor").await;
+        let all = families(body);
+        assert_eq!(code, 200);
+        assert!(
+            all.iter().any(|f| f == "container_cpu_usage_seconds_total"),
+            "{all:?}"
+        );
+        assert!(
+            !all.iter().any(|f| f.starts_with("container_memory_")),
+            "{all:?}"
+        );
+
+        let path = "/metrics/cadvisor?collect%5B%5D=cpu&collect[]=memory";
+        let (code, _, body) = get(server.addr, "GET", path).await;
+        let chosen = families(body);
+        assert_eq!(code, 200);
+        // cpu, and what belongs to no kind; memory stays off because the node turned it off.
+        for family in &chosen {
+            assert!(
+                family.starts_with("container_cpu_")
+                    || family.starts_with("container_spec_")
+                    || [
+                        "container_scrape_error",
+                        "container_last_seen",
+                        "container_start_time_seconds"
+                    ]
+                    .contains(&family.as_str()),
+                "{family} in {chosen:?}"
+            );
+        }
+        assert!(
+            chosen
+                .iter()
+                .any(|f| f == "container_cpu_user_seconds_total")
+        );
+
+        let (code, _, body) = get(server.addr, "GET", "/metrics/cadvisor?collect[]=cpus").await;
+        assert_eq!(code, 400);
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            text.starts_with("collect[]: unknown metric kind \"cpus\""),
+            "{text}"
+        );
         server.stop().await;
     }
 

@@ -24,12 +24,11 @@ use tokio_util::sync::CancellationToken;
 use super::{
     cgroupfs::{CgroupFile, CgroupFiles, CgroupRead, NodeSample, read_node, reader::FileTexts},
     host,
-    metrics::{Metrics, cadvisor::ContainerSpec},
+    index::{IndexedPod, PodIndex},
+    metrics::Metrics,
     model::{CgroupSample, EbpfCounters},
     store::{CgroupEntry, ContainerEntry, NodeEntry, PodEntry, Snapshot, StatsStore},
-    summary::{
-        CpuStats, FsStats, MemoryStats, PodReference, Time, VolumeStats, convert::InterfaceCounters,
-    },
+    summary::{CpuStats, FsStats, MemoryStats, Time, VolumeStats, convert::InterfaceCounters},
 };
 use crate::{cgroup::CgroupManager, cri::Runtime, ebpf::Probes, status::store::PodsProvider};
 
@@ -75,7 +74,9 @@ pub struct Collector {
     store: Arc<StatsStore>,
     files: HashMap<String, (u64, CgroupFiles)>,
     previous: HashMap<String, CgroupSample>,
-    index: HashMap<String, String>,
+    /// Container id -> cgroup, without `cgroupsPerQOS`.
+    found: HashMap<String, String>,
+    pod_index: PodIndex,
     texts: FileTexts,
     previous_node: Option<NodeSample>,
     fs: FsCache,
@@ -88,15 +89,6 @@ impl std::fmt::Debug for Collector {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-fn to_system_time(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> SystemTime {
-    let ts = time.0;
-    SystemTime::UNIX_EPOCH
-        + Duration::new(
-            ts.as_second().max(0) as u64,
-            ts.subsec_nanosecond().max(0) as u32,
-        )
 }
 
 impl Collector {
@@ -120,7 +112,8 @@ impl Collector {
             store,
             files: HashMap::new(),
             previous: HashMap::new(),
-            index: HashMap::new(),
+            found: HashMap::new(),
+            pod_index: PodIndex::default(),
             texts: FileTexts::default(),
             previous_node: None,
             fs: FsCache::default(),
@@ -145,8 +138,12 @@ impl Collector {
 
     /// One round; what cannot be read is left out of the snapshot and logged at debug level.
     pub async fn round(&mut self) {
-        let pods = self.pods.pods();
+        let cgroups = self.cgroups.clone();
+        let pod_cgroup = |pod: &Pod| cgroups.as_ref().map(|c| c.pod_cgroup(pod));
+        self.pod_index.refresh(self.pods.as_ref(), &pod_cgroup);
         if self.fs.at.is_none_or(|at| at.elapsed() >= FS_PERIOD) {
+            // Every FS_PERIOD: the volume walk wants the pod specs.
+            let pods = self.pods.pods();
             self.refresh_fs(&pods).await;
         }
         let ebpf = self
@@ -154,7 +151,7 @@ impl Collector {
             .as_ref()
             .and_then(|p| p.counters().ok())
             .unwrap_or_default();
-        let snapshot = tokio::task::block_in_place(|| self.read(&pods, &ebpf));
+        let snapshot = tokio::task::block_in_place(|| self.read(&ebpf));
         self.rounds += 1;
         if self.rounds.is_multiple_of(PRUNE_EVERY) {
             self.prune();
@@ -179,14 +176,16 @@ impl Collector {
         }
     }
 
-    fn read(&mut self, pods: &[Pod], ebpf: &HashMap<u64, EbpfCounters>) -> Snapshot {
+    fn read(&mut self, ebpf: &HashMap<u64, EbpfCounters>) -> Snapshot {
         let mut seen = HashSet::new();
         let mut entries = Vec::new();
-        for pod in pods {
+        let index = std::mem::take(&mut self.pod_index);
+        for pod in index.pods() {
             if let Some(entry) = self.read_pod(pod, ebpf, &mut seen) {
                 entries.push(entry);
             }
         }
+        self.pod_index = index;
         let root = self.read_cgroup("/", ebpf, &mut seen);
         // Close the descriptors of cgroups that are gone or no longer wanted.
         self.files.retain(|path, _| seen.contains(path));
@@ -232,33 +231,25 @@ impl Collector {
     }
 
     /// The cgroup of container `id` of `pod`.
-    fn container_cgroup(&mut self, pod: &Pod, id: &str) -> Option<String> {
-        if let Some(cgroups) = &self.cgroups {
-            return Some(format!("{}/{id}", cgroups.pod_cgroup(pod)));
+    fn container_cgroup(&mut self, pod: &IndexedPod, id: &str) -> Option<String> {
+        if let Some(pod_cgroup) = &pod.cgroup {
+            return Some(format!("{pod_cgroup}/{id}"));
         }
-        if !self.index.contains_key(id) {
-            self.index = host::index_containers(&self.config.mount);
+        if !self.found.contains_key(id) {
+            self.found = host::index_containers(&self.config.mount);
         }
-        self.index.get(id).cloned()
+        self.found.get(id).cloned()
     }
 
     fn read_pod(
         &mut self,
-        pod: &Pod,
+        pod: &IndexedPod,
         ebpf: &HashMap<u64, EbpfCounters>,
         seen: &mut HashSet<String>,
     ) -> Option<PodEntry> {
-        let status = pod.status.as_ref()?;
-        let uid = pod.metadata.uid.clone()?;
         let mut containers = Vec::new();
-        for container in status.container_statuses.iter().flatten() {
-            let Some(running) = container.state.as_ref().and_then(|s| s.running.as_ref()) else {
-                continue;
-            };
-            let Some(id) = host::runtime_id(container).map(str::to_owned) else {
-                continue;
-            };
-            let Some(path) = self.container_cgroup(pod, &id) else {
+        for container in &pod.containers {
+            let Some(path) = self.container_cgroup(pod, &container.id) else {
                 continue;
             };
             let Some(cgroup) = self.read_cgroup(&path, ebpf, seen) else {
@@ -267,22 +258,21 @@ impl Collector {
             containers.push(ContainerEntry {
                 name: container.name.clone(),
                 image: container.image.clone(),
-                start_time: running.started_at.as_ref().map(to_system_time),
+                start_time: container.start_time,
                 cgroup,
-                spec: container_spec(pod, &container.name),
-                rootfs: self.fs.rootfs.get(&id).copied(),
-                logs: self.fs.logs.get(&id).copied(),
-                id,
+                spec: container.spec,
+                rootfs: self.fs.rootfs.get(&container.id).copied(),
+                logs: self.fs.logs.get(&container.id).copied(),
+                id: container.id.clone(),
             });
         }
         if containers.is_empty() {
             return None;
         }
-        let cgroup = self
-            .cgroups
-            .as_ref()
-            .map(|c| c.pod_cgroup(pod))
-            .and_then(|path| self.read_cgroup(&path, ebpf, seen));
+        let cgroup = pod
+            .cgroup
+            .as_deref()
+            .and_then(|path| self.read_cgroup(path, ebpf, seen));
         // Socket counters live on the cgroups that own the sockets: the containers'.
         let network = containers
             .iter()
@@ -302,16 +292,17 @@ impl Collector {
                 ..InterfaceCounters::default()
             });
         Some(PodEntry {
-            pod_ref: PodReference {
-                name: pod.metadata.name.clone().unwrap_or_default(),
-                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-                uid: uid.clone(),
-            },
-            start_time: status.start_time.as_ref().map(to_system_time),
+            pod_ref: pod.pod_ref.clone(),
+            start_time: pod.start_time,
             cgroup,
             containers,
             network,
-            volumes: self.fs.volumes.get(&uid).cloned().unwrap_or_default(),
+            volumes: self
+                .fs
+                .volumes
+                .get(&pod.pod_ref.uid)
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 
@@ -440,39 +431,6 @@ fn nano_cores(used: u64, elapsed: u128) -> Option<u64> {
 /// too large uptime (`Duration::from_secs_f64` would panic on those).
 fn boot_time(now: SystemTime, uptime_secs: f64) -> Option<SystemTime> {
     now.checked_sub(Duration::try_from_secs_f64(uptime_secs).ok()?)
-}
-
-/// The limits the pod spec gives container `name`, as cAdvisor reports a container's spec.
-fn container_spec(pod: &Pod, name: &str) -> ContainerSpec {
-    use crate::resources::{
-        QUOTA_PERIOD_US, container_resources, milli_cpu_to_quota, milli_cpu_to_shares,
-    };
-    let Some(container) = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.containers.iter().find(|c| c.name == name))
-    else {
-        return ContainerSpec::default();
-    };
-    let Ok(resources) = container_resources(pod, container) else {
-        return ContainerSpec::default();
-    };
-    let shares = resources
-        .requests
-        .cpu_millis
-        .or(resources.limits.cpu_millis)
-        .unwrap_or(0);
-    let quota = resources
-        .limits
-        .cpu_millis
-        .map(|m| milli_cpu_to_quota(m, QUOTA_PERIOD_US) as u64);
-    ContainerSpec {
-        cpu_period_us: Some(QUOTA_PERIOD_US as u64),
-        cpu_quota_us: quota,
-        cpu_shares: Some(milli_cpu_to_shares(shares) as u64),
-        memory_limit: resources.limits.memory_bytes.map(|m| m as u64),
-        ..ContainerSpec::default()
-    }
 }
 
 #[cfg(test)]

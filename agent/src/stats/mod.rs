@@ -3,6 +3,7 @@
 pub mod cgroupfs;
 pub mod collect;
 pub mod host;
+pub mod index;
 pub mod metrics;
 pub mod model;
 pub mod store;

@@ -36,6 +36,19 @@ pub trait PodsProvider: Send + Sync + 'static {
     fn complete(&self) -> bool {
         true
     }
+
+    /// Each pod's UID and revision, a number that changes whenever the pod's status does; `None`
+    /// when the provider keeps none (then readers take [`Self::pods`] whole).
+    fn revisions(&self) -> Option<Vec<(String, u64)>> {
+        None
+    }
+
+    /// Pod `uid` with its status.
+    fn pod(&self, uid: &str) -> Option<Pod> {
+        self.pods()
+            .into_iter()
+            .find(|p| p.metadata.uid.as_deref() == Some(uid))
+    }
 }
 
 impl<F> PodsProvider for F
@@ -60,6 +73,9 @@ pub struct StatusStore {
 #[derive(Debug, Default)]
 struct State {
     pods: BTreeMap<String, Pod>,
+    /// Each pod's revision: the value of `revision` when its status last changed.
+    revisions: HashMap<String, u64>,
+    revision: u64,
     /// `None` until the sources are listed; then the pods still to report.
     awaiting: Option<HashSet<String>>,
     subscribers: Vec<Weak<Subscriber>>,
@@ -157,6 +173,7 @@ impl StatusSink for StatusStore {
         let mut state = self.lock();
         let Some(report) = report else {
             if state.pods.remove(uid).is_some() {
+                state.revisions.remove(uid);
                 Self::changed(&mut state, uid);
             } else if let Some(awaiting) = &mut state.awaiting {
                 awaiting.remove(uid);
@@ -190,6 +207,9 @@ impl StatusSink for StatusStore {
             return;
         }
         state.pods.insert(uid.to_owned(), pod);
+        state.revision += 1;
+        let revision = state.revision;
+        state.revisions.insert(uid.to_owned(), revision);
         Self::changed(&mut state, uid);
     }
 
@@ -224,6 +244,21 @@ impl PodsProvider for StatusStore {
 
     fn complete(&self) -> bool {
         self.lock().awaiting.as_ref().is_some_and(HashSet::is_empty)
+    }
+
+    fn revisions(&self) -> Option<Vec<(String, u64)>> {
+        let state = self.lock();
+        Some(
+            state
+                .revisions
+                .iter()
+                .map(|(uid, r)| (uid.clone(), *r))
+                .collect(),
+        )
+    }
+
+    fn pod(&self, uid: &str) -> Option<Pod> {
+        self.get(uid)
     }
 }
 

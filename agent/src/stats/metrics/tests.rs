@@ -10,6 +10,7 @@ use super::cadvisor::{
     CadvisorContainer, CadvisorSnapshot, ContainerLabels, ContainerSpec, FsUsage, ProcessCounts,
 };
 use super::*;
+use crate::config::{MetricKind, MetricKinds};
 use crate::stats::model::{
     BlockCounters, EbpfCounters, HISTOGRAM_BUCKETS, LatencyHistogram, NetCounters,
 };
@@ -389,7 +390,7 @@ const APP: &str = "container=\"app\",id=\"/kubepods/burstable/poduid-web/abc\",i
 
 #[test]
 fn cadvisor_metrics_have_upstream_names_labels_and_timestamps() {
-    let text = cadvisor::render(Ok(&cadvisor_snapshot()), at(20_000)).unwrap();
+    let text = cadvisor::render(Ok(&cadvisor_snapshot()), at(20_000), MetricKinds::ALL).unwrap();
     let lines = [
         // Usage samples carry the sample time.
         format!(
@@ -452,7 +453,7 @@ fn cadvisor_usage_total_needs_usage_and_cfs_needs_a_quota() {
         .unwrap()
         .usage_usec = 0;
     snapshot.containers[0].spec.cpu_quota_us = None;
-    let text = cadvisor::render(Ok(&snapshot), at(20_000)).unwrap();
+    let text = cadvisor::render(Ok(&snapshot), at(20_000), MetricKinds::ALL).unwrap();
     assert!(!text.contains("container_cpu_usage_seconds_total{"));
     assert!(!text.contains("container_cpu_cfs_"));
     assert!(!text.contains("container_spec_cpu_quota{"));
@@ -460,14 +461,14 @@ fn cadvisor_usage_total_needs_usage_and_cfs_needs_a_quota() {
 
 #[test]
 fn cadvisor_metrics_on_error_are_only_the_scrape_error() {
-    let text = cadvisor::render(Err(&StatsError::NotCollected), at(0)).unwrap();
+    let text = cadvisor::render(Err(&StatsError::NotCollected), at(0), MetricKinds::ALL).unwrap();
     assert!(text.ends_with("container_scrape_error 1\n"), "{text}");
     assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 1);
 }
 
 #[test]
 fn cadvisor_metrics_pass_promtool() {
-    let text = cadvisor::render(Ok(&cadvisor_snapshot()), at(20_000)).unwrap();
+    let text = cadvisor::render(Ok(&cadvisor_snapshot()), at(20_000), MetricKinds::ALL).unwrap();
     assert_eq!(promtool_beyond_upstream(&text), Vec::<String>::new());
     // The two upstream findings are the only ones, and they are reported.
     let all = promtool(&text);
@@ -491,7 +492,7 @@ fn ebpf_histograms_are_cumulative_seconds_buckets() {
     );
     assert!((value.sum - 6.001_507_5).abs() < 1e-9);
 
-    let text = cadvisor::render(Ok(&cadvisor_snapshot()), at(20_000)).unwrap();
+    let text = cadvisor::render(Ok(&cadvisor_snapshot()), at(20_000), MetricKinds::ALL).unwrap();
     let bucket = |le: &str| {
         text.lines()
             .find(|l| {
@@ -552,4 +553,44 @@ fn own_metrics_render_what_the_daemon_set() {
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
     }
     assert_eq!(promtool_beyond_upstream(&text), Vec::<String>::new());
+}
+
+#[test]
+fn cadvisor_kinds_leave_out_exactly_their_families() {
+    let all = cadvisor::render(Ok(&cadvisor_snapshot()), at(20_000), MetricKinds::ALL).unwrap();
+    let off = MetricKinds::parse(["memory", "kernlet", "diskIO"]).unwrap();
+    let some = cadvisor::render(
+        Ok(&cadvisor_snapshot()),
+        at(20_000),
+        MetricKinds::ALL.without(off),
+    )
+    .unwrap();
+    let left_out: Vec<&str> = all.lines().filter(|l| !some.contains(*l)).collect();
+    assert!(!left_out.is_empty());
+    for line in &left_out {
+        let family = line
+            .trim_start_matches("# HELP ")
+            .trim_start_matches("# TYPE ");
+        assert!(
+            family.starts_with("container_memory_")
+                || family.starts_with("kernlet_")
+                || family.starts_with("container_fs_reads")
+                || family.starts_with("container_fs_writes")
+                || family.starts_with("container_blkio_"),
+            "{line}"
+        );
+    }
+    // The OOM counter is its own kind, as in cAdvisor.
+    assert!(some.contains("container_oom_events_total{"), "{some}");
+    assert!(
+        some.contains("container_cpu_usage_seconds_total{"),
+        "{some}"
+    );
+    assert!(some.contains("container_fs_usage_bytes{"), "{some}");
+    let none = cadvisor::render(Ok(&cadvisor_snapshot()), at(20_000), MetricKinds::NONE).unwrap();
+    assert!(!none.contains("container_cpu_") && !none.contains(MetricKind::Kernlet.name()));
+    assert!(
+        none.contains("container_spec_memory_limit_bytes{"),
+        "{none}"
+    );
 }

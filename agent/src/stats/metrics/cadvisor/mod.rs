@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::{Desc, Families, Labels, MetricsError, unix_seconds};
-use crate::stats::model::{CgroupSample, EbpfCounters, Psi};
+use crate::config::{MetricKind, MetricKinds};
+use crate::stats::model::{CgroupSample, EbpfCounters, MemoryStats, Psi};
 use crate::stats::summary::StatsError;
 use crate::stats::summary::convert::{InterfaceCounters, UNLIMITED_MEMORY};
 
@@ -157,6 +158,7 @@ fn with(base: &Labels, extra: &[(&'static str, &str)]) -> Labels {
 pub fn render(
     snapshot: Result<&CadvisorSnapshot, &StatsError>,
     now: SystemTime,
+    kinds: MetricKinds,
 ) -> Result<String, MetricsError> {
     let mut out = Families::default();
     let Ok(snapshot) = snapshot else {
@@ -165,7 +167,7 @@ pub fn render(
     };
     out.sample(&SCRAPE_ERROR, Vec::new(), 0.0, None);
     for container in &snapshot.containers {
-        render_container(&mut out, container, &snapshot.devices, now);
+        render_container(&mut out, container, &snapshot.devices, now, kinds);
     }
     out.encode()
 }
@@ -195,6 +197,7 @@ fn render_container(
     container: &CadvisorContainer,
     devices: &BTreeMap<(u32, u32), String>,
     now: SystemTime,
+    kinds: MetricKinds,
 ) {
     let base = container.labels.labels();
     out.sample(
@@ -209,11 +212,38 @@ fn render_container(
         time: container.sample.time,
     };
     render_spec(&mut writer, container);
-    render_cpu(&mut writer, container);
-    render_memory(&mut writer, &container.sample);
-    render_network_and_disks(&mut writer, container, devices);
-    render_processes_and_pressure(&mut writer, container);
-    if let Some(ebpf) = &container.ebpf {
+    if kinds.contains(MetricKind::Cpu) {
+        render_cpu(&mut writer, container);
+    }
+    if kinds.contains(MetricKind::CpuLoad) {
+        render_cpu_load(&mut writer);
+    }
+    if let Some(memory) = &container.sample.memory {
+        if kinds.contains(MetricKind::Memory) {
+            render_memory(&mut writer, memory);
+        }
+        if kinds.contains(MetricKind::OomEvent) {
+            writer.add(&OOM_EVENTS, &[], float(memory.events.oom_kill));
+        }
+    }
+    if kinds.contains(MetricKind::Network) {
+        render_network(&mut writer, container);
+    }
+    if kinds.contains(MetricKind::Disk) {
+        render_disk(&mut writer, container);
+    }
+    if kinds.contains(MetricKind::DiskIo) {
+        render_disk_io(&mut writer, container, devices);
+    }
+    if kinds.contains(MetricKind::Process) {
+        render_processes(&mut writer, container);
+    }
+    if kinds.contains(MetricKind::Pressure) {
+        render_pressure(&mut writer, &container.sample);
+    }
+    if let Some(ebpf) = &container.ebpf
+        && kinds.contains(MetricKind::Kernlet)
+    {
         super::ebpf::render(writer.out, &writer.base, ebpf, writer.time);
     }
 }
@@ -265,6 +295,10 @@ fn render_cpu(w: &mut Writer<'_>, container: &CadvisorContainer) {
         let throttled = usec_to_seconds(throttling.throttled_usec);
         w.add(&CFS_THROTTLED_SECONDS, &[], throttled);
     }
+}
+
+/// cAdvisor reads load from netlink taskstats, which the kubelet leaves off: zeros, as it serves.
+fn render_cpu_load(w: &mut Writer<'_>) {
     w.add(&LOAD_AVERAGE, &[], 0.0);
     for state in [
         "iowaiting",
@@ -277,10 +311,7 @@ fn render_cpu(w: &mut Writer<'_>, container: &CadvisorContainer) {
     }
 }
 
-fn render_memory(w: &mut Writer<'_>, sample: &CgroupSample) {
-    let Some(memory) = &sample.memory else {
-        return;
-    };
+fn render_memory(w: &mut Writer<'_>, memory: &MemoryStats) {
     let stat = &memory.stat;
     for (desc, value) in [
         (&MEMORY_CACHE, stat.file),
@@ -300,7 +331,6 @@ fn render_memory(w: &mut Writer<'_>, sample: &CgroupSample) {
         (&MEMORY_PGSTEAL, stat.pgsteal),
         (&MEMORY_REFAULT_FILE, stat.workingset_refault_file),
         (&MEMORY_REFAULT_ANON, stat.workingset_refault_anon),
-        (&OOM_EVENTS, memory.events.oom_kill),
     ] {
         w.add(desc, &[], float(value));
     }
@@ -313,11 +343,7 @@ fn render_memory(w: &mut Writer<'_>, sample: &CgroupSample) {
     }
 }
 
-fn render_network_and_disks(
-    w: &mut Writer<'_>,
-    container: &CadvisorContainer,
-    devices: &BTreeMap<(u32, u32), String>,
-) {
+fn render_network(w: &mut Writer<'_>, container: &CadvisorContainer) {
     for interface in &container.interfaces {
         let extra = [("interface", interface.name.as_str())];
         for (desc, value) in [
@@ -333,6 +359,9 @@ fn render_network_and_disks(
             w.add(desc, &extra, float(value));
         }
     }
+}
+
+fn render_disk(w: &mut Writer<'_>, container: &CadvisorContainer) {
     for fs in &container.filesystems {
         let extra = [("device", fs.device.as_str())];
         w.add(&FS_INODES_FREE, &extra, float(fs.inodes_free));
@@ -340,6 +369,13 @@ fn render_network_and_disks(
         w.add(&FS_LIMIT, &extra, float(fs.limit_bytes));
         w.add(&FS_USAGE, &extra, float(fs.usage_bytes));
     }
+}
+
+fn render_disk_io(
+    w: &mut Writer<'_>,
+    container: &CadvisorContainer,
+    devices: &BTreeMap<(u32, u32), String>,
+) {
     for io in &container.sample.io {
         let device = devices
             .get(&(io.major, io.minor))
@@ -363,17 +399,19 @@ fn render_network_and_disks(
     }
 }
 
-fn render_processes_and_pressure(w: &mut Writer<'_>, container: &CadvisorContainer) {
+fn render_processes(w: &mut Writer<'_>, container: &CadvisorContainer) {
     if let Some(processes) = &container.processes {
         w.add(&PROCESSES, &[], float(processes.processes));
         w.add(&FILE_DESCRIPTORS, &[], float(processes.file_descriptors));
         w.add(&SOCKETS, &[], float(processes.sockets));
     }
-    let sample = &container.sample;
-    if let Some(pids) = &sample.pids {
+    if let Some(pids) = &container.sample.pids {
         w.add(&THREADS, &[], float(pids.current));
         w.add(&THREADS_MAX, &[], pids.max.map_or(0.0, float));
     }
+}
+
+fn render_pressure(w: &mut Writer<'_>, sample: &CgroupSample) {
     for (psi, stalled, waiting) in [
         (&sample.pressure.cpu, &CPU_STALLED, &CPU_WAITING),
         (&sample.pressure.memory, &MEMORY_STALLED, &MEMORY_WAITING),
