@@ -1,4 +1,11 @@
 //! The `kernlet` node agent binary: flags and config, logging, signals; the rest is the library.
+//!
+//! The allocator is jemalloc (feature `jemalloc`, on by default), with freed pages purged after
+//! about a second by its background thread (`JEMALLOC_SYS_WITH_MALLOC_CONF` in
+//! `.cargo/config.toml`). Measured by `cargo xtask bench stats` (its burst; docs/perf.md): after
+//! an HTTP flood glibc's malloc kept the peak (its arenas hold freed memory until `malloc_trim`),
+//! jemalloc is back at its idle size within 10 s and half glibc's size at rest; the price is a
+//! few hundred page faults per second.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -6,6 +13,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use kernlet::config::{self, Flags};
 use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(name = "kernlet", version, about = "A Kubernetes node agent")]

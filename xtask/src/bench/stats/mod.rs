@@ -21,6 +21,11 @@
 //!   `/metrics` every 30 collection rounds; ns per event per program is
 //!   `kernlet_ebpf_program_run_time_seconds_total / kernlet_ebpf_program_runs_total`, cumulative
 //!   since kernlet loaded the programs.
+//! - **Burst** (`--burst N`, same runs): `N` GETs of `/metrics/cadvisor` and `/stats/summary`
+//!   alternately from `BURST_CLIENTS` concurrent clients; RSS before, right after and at each
+//!   of `BURST_IDLE` later, so an allocator that keeps its peak shows (issue 10, item 5).
+//!   `--kernlet PATH` measures another build (for example `--no-default-features`, glibc's
+//!   malloc) instead of the release kernlet.
 //!
 //! Every kernlet run gets its own fixture, torn down afterwards; kernlet logs are kept in
 //! `target/xtask/bench/stats/`.
@@ -51,6 +56,10 @@ const SYNTHETIC_ROUNDS: usize = 100;
 const SETTLE: Duration = Duration::from_secs(5);
 /// Longest wait for kernlet's first export of the eBPF run-time stats.
 const EBPF_WAIT: Duration = Duration::from_mins(1);
+/// Concurrent clients of the burst.
+const BURST_CLIENTS: usize = 32;
+/// Idle times after the burst at which RSS is read again.
+const BURST_IDLE: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(30)];
 
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
@@ -73,6 +82,12 @@ pub struct StatsArgs {
     /// Longest the pods of one run may take to start, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 180)]
     pub timeout: u64,
+    /// GETs of the concurrent burst after the latency runs (0: no burst).
+    #[arg(long, value_name = "GETS", default_value_t = 2000)]
+    pub burst: usize,
+    /// A kernlet binary to measure instead of building the release one.
+    #[arg(long, value_name = "PATH")]
+    pub kernlet: Option<PathBuf>,
 }
 
 /// One reader at one cgroup count: CPU µs per cgroup per round.
@@ -102,6 +117,17 @@ struct ProgramCost {
     seconds: f64,
 }
 
+/// RSS around the concurrent burst, in MiB.
+#[derive(Debug)]
+struct Burst {
+    gets: usize,
+    before_mib: f64,
+    after_mib: f64,
+    /// At each of `BURST_IDLE`.
+    idle_mib: Vec<f64>,
+    seconds: f64,
+}
+
 /// One kernlet run.
 #[derive(Debug)]
 struct KernletRun {
@@ -111,8 +137,12 @@ struct KernletRun {
     cores: f64,
     round_ms: Option<f64>,
     rss_mib: f64,
+    /// Minor page faults per second over the window (an allocator that returns memory faults
+    /// it back in).
+    faults_per_s: f64,
     latency: Vec<Latency>,
     ebpf: Vec<ProgramCost>,
+    burst: Option<Burst>,
 }
 
 impl KernletRun {
@@ -129,23 +159,23 @@ pub fn cli(args: &StatsArgs) -> Result<()> {
         bail!("nothing to measure: give cgroup counts, pod counts and intervals");
     }
     setup::ensure()?;
-    cargo_build_release(&["-p", "kernlet", "--bin", "kernlet"])?;
-    cargo_build_release(&["-p", "kernlet-tests", "--example", TOOL])?;
     let release = target_dir().join("release");
+    let binary = match &args.kernlet {
+        Some(path) if path.is_file() => path.clone(),
+        Some(path) => bail!("--kernlet {}: no such file", path.display()),
+        None => {
+            cargo_build_release(&["-p", "kernlet", "--bin", "kernlet"])?;
+            release.join("kernlet")
+        }
+    };
+    cargo_build_release(&["-p", "kernlet-tests", "--example", TOOL])?;
     let mount = v2_mount()?;
     let started = Instant::now();
     let (files, readers) = synthetic(&release.join("examples").join(TOOL), &args.cgroups)?;
     let mut runs = Vec::new();
     for &pods in &args.pods {
         for (index, &interval) in args.intervals.iter().enumerate() {
-            let run = kernlet_run(
-                &release.join("kernlet"),
-                &mount,
-                pods,
-                interval,
-                index == 0,
-                args,
-            )?;
+            let run = kernlet_run(&binary, &mount, pods, interval, index == 0, args)?;
             println!(
                 "bench: kernlet, {pods} pods, interval {interval}s: {:.2} CPU µs per container per s, \
                  RSS {:.1} MiB",
@@ -159,6 +189,7 @@ pub fn cli(args: &StatsArgs) -> Result<()> {
     println!("Stats collection (issue 4)");
     println!("machine: {}", machine());
     println!("cgroup v2 hierarchy: {}", mount.display());
+    println!("kernlet: {}", binary.display());
     println!();
     print!("{}", cost_table(&readers, &runs, args));
     println!();
@@ -179,6 +210,10 @@ pub fn cli(args: &StatsArgs) -> Result<()> {
     println!();
     print!("{}", latency_table(&runs, args.requests));
     println!();
+    if runs.iter().any(|run| run.burst.is_some()) {
+        print!("{}", burst_table(&runs));
+        println!();
+    }
     println!(
         "kernlet logs in {}; total bench time {:.0} s",
         logs_dir().display(),
@@ -342,10 +377,12 @@ fn measure(
     }
     thread::sleep(SETTLE);
     let before = rounds(&kernlet.get("/metrics")?);
-    let (cpu, opened) = (cgroup.usage()?, Instant::now());
+    let pid = kernlet.pid().context("kernlet is not running")?;
+    let (cpu, faults, opened) = (cgroup.usage()?, minor_faults(pid)?, Instant::now());
     thread::sleep(Duration::from_secs(args.window));
     let (used, wall) = (cgroup.usage()?.saturating_sub(cpu), opened.elapsed());
     kernlet.check_alive()?;
+    let faults = minor_faults(pid)?.saturating_sub(faults);
     let rss_mib = kernlet.rss_kib()? as f64 / 1024.0;
     let after = rounds(&kernlet.get("/metrics")?);
     let round_ms = match (before, after) {
@@ -360,8 +397,10 @@ fn measure(
         cores: used.as_secs_f64() / wall.as_secs_f64(),
         round_ms,
         rss_mib,
+        faults_per_s: faults as f64 / wall.as_secs_f64(),
         latency: Vec::new(),
         ebpf: Vec::new(),
+        burst: None,
     };
     if probe {
         for path in ["/stats/summary", "/metrics/cadvisor"] {
@@ -369,8 +408,66 @@ fn measure(
                 .push(latency(|p| kernlet.get(p), path, args.requests)?);
         }
         run.ebpf = ebpf_costs(kernlet);
+        if args.burst > 0 {
+            run.burst = Some(burst(kernlet, args.burst)?);
+        }
     }
     Ok(run)
+}
+
+/// The minor page faults of process `pid` so far (`minflt` of `/proc/<pid>/stat`, every thread).
+fn minor_faults(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    parse_minflt(&stat).with_context(|| format!("no minflt in /proc/{pid}/stat"))
+}
+
+/// `minflt`, the 10th field of a `/proc/<pid>/stat` line (the 8th after the command's `)`).
+fn parse_minflt(stat: &str) -> Option<u64> {
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields.split_whitespace().nth(7)?.parse().ok()
+}
+
+/// `gets` GETs from `BURST_CLIENTS` concurrent clients, RSS around them.
+fn burst(kernlet: &mut Kernlet, gets: usize) -> Result<Burst> {
+    let before_mib = kernlet.rss_kib()? as f64 / 1024.0;
+    let started = Instant::now();
+    thread::scope(|scope| {
+        let kernlet = &*kernlet;
+        let clients: Vec<_> = (0..BURST_CLIENTS)
+            .map(|client| {
+                scope.spawn(move || -> Result<()> {
+                    for get in (client..gets).step_by(BURST_CLIENTS) {
+                        let path = ["/metrics/cadvisor", "/stats/summary"][get % 2];
+                        kernlet.get(path)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        clients.into_iter().try_for_each(|client| {
+            client
+                .join()
+                .map_err(|_| anyhow::anyhow!("a burst client panicked"))?
+        })
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after_mib = kernlet.rss_kib()? as f64 / 1024.0;
+    let mut idle_mib = Vec::new();
+    let mut slept = Duration::ZERO;
+    for idle in BURST_IDLE {
+        thread::sleep(idle.saturating_sub(slept));
+        slept = idle;
+        kernlet.check_alive()?;
+        idle_mib.push(kernlet.rss_kib()? as f64 / 1024.0);
+    }
+    Ok(Burst {
+        gets,
+        before_mib,
+        after_mib,
+        idle_mib,
+        seconds,
+    })
 }
 
 /// `requests` sequential GETs of `path` through `get`.
@@ -474,4 +571,4 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
-use tables::{cost_table, ebpf_table, kernlet_table, latency_table};
+use tables::{burst_table, cost_table, ebpf_table, kernlet_table, latency_table};

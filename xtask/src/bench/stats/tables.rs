@@ -94,6 +94,7 @@ pub(super) fn kernlet_table(runs: &[KernletRun]) -> String {
         "µs per container per s",
         "mean collection round (wall)",
         "kernlet RSS",
+        "minor faults per s",
     ];
     let rows: Vec<Vec<String>> = runs
         .iter()
@@ -106,6 +107,7 @@ pub(super) fn kernlet_table(runs: &[KernletRun]) -> String {
                 run.round_ms
                     .map_or_else(|| "—".to_owned(), |ms| format!("{ms:.2} ms")),
                 format!("{:.1} MiB", run.rss_mib),
+                format!("{:.0}", run.faults_per_s),
             ]
         })
         .collect();
@@ -166,6 +168,38 @@ pub(super) fn latency_table(runs: &[KernletRun], requests: usize) -> String {
                     format!("{:.1} KiB", l.bytes as f64 / 1024.0),
                 ]
             })
+        })
+        .collect();
+    markdown_table(&header, &rows)
+}
+
+/// RSS around the concurrent burst, per run that had one.
+pub(super) fn burst_table(runs: &[KernletRun]) -> String {
+    let later: Vec<String> = BURST_IDLE
+        .iter()
+        .map(|idle| format!("RSS {} s later", idle.as_secs()))
+        .collect();
+    let mut header = vec![
+        "pods",
+        "burst GETs",
+        "burst time",
+        "RSS before",
+        "RSS right after",
+    ];
+    header.extend(later.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .filter_map(|run| {
+            let burst = run.burst.as_ref()?;
+            let mut row = vec![
+                run.pods.to_string(),
+                format!("{} from {BURST_CLIENTS} clients", burst.gets),
+                format!("{:.1} s", burst.seconds),
+                format!("{:.1} MiB", burst.before_mib),
+                format!("{:.1} MiB", burst.after_mib),
+            ];
+            row.extend(burst.idle_mib.iter().map(|mib| format!("{mib:.1} MiB")));
+            Some(row)
         })
         .collect();
     markdown_table(&header, &rows)

@@ -25,3 +25,10 @@ fn reads_kernlet_metrics() {
     assert!((costs[1].seconds * 1e9 / costs[1].runs - 500.0).abs() < 1e-9);
     assert!(costs[0].runs.abs() < f64::EPSILON);
 }
+
+#[test]
+fn reads_minor_faults_after_the_command() {
+    let stat = "4242 (kernlet (x) y) S 1 4242 4242 0 -1 4194560 1234 0 5 0 10 3";
+    assert_eq!(parse_minflt(stat), Some(1234));
+    assert_eq!(parse_minflt("4242 (kernlet) S 1"), None);
+}
