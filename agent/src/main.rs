@@ -1,8 +1,9 @@
 //! The `kernlet` node agent binary: flags and config, logging, signals; the rest is the library.
 //!
 //! The allocator is jemalloc (feature `jemalloc`, on by default), with freed pages purged after
-//! about a second by its background thread (`JEMALLOC_SYS_WITH_MALLOC_CONF` in
-//! `.cargo/config.toml`). Measured by `cargo xtask bench stats` (its burst; docs/perf.md): after
+//! about a second by its background thread and its mappings kept off transparent huge pages (on
+//! THP `always` kernels a purge otherwise costs whole 2 MiB pages; `JEMALLOC_SYS_WITH_MALLOC_CONF`
+//! in `.cargo/config.toml`). Measured by `cargo xtask bench stats` (its burst; docs/perf.md): after
 //! an HTTP flood glibc's malloc kept the peak (its arenas hold freed memory until `malloc_trim`),
 //! jemalloc is back at its idle size within 10 s and half glibc's size at rest; the price is a
 //! few hundred page faults per second.
