@@ -266,13 +266,16 @@ impl Collector {
                 id: container.id.clone(),
             });
         }
-        if containers.is_empty() {
-            return None;
-        }
         let cgroup = pod
             .cgroup
             .as_deref()
             .and_then(|path| self.read_cgroup(path, ebpf, seen));
+        // A pod between restarts (crash-loop back-off) keeps its pod cgroup and sandbox, and
+        // upstream keeps reporting it: its hierarchical counters (`memory.events` oom_kill) are
+        // what tells why its container keeps dying.
+        if containers.is_empty() && cgroup.is_none() {
+            return None;
+        }
         // Socket counters live on the cgroups that own the sockets: the containers'.
         let network = containers
             .iter()
