@@ -99,7 +99,11 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
         resolv_conf(&config),
         cgroups.clone(),
     ));
-    let store = Arc::new(StatusStore::new(version.runtime_name.clone(), host_ips));
+    let exit_metrics = metrics.clone();
+    let store = Arc::new(
+        StatusStore::new(version.runtime_name.clone(), host_ips)
+            .with_exit_observer(move |took| exit_metrics.observe_exit_to_status(took)),
+    );
     let wakers = Wakers::default();
 
     let stats = Arc::new(StatsStore::default());

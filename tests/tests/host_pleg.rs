@@ -53,6 +53,16 @@ fn main_pid(node: &TestNode, uid: &str) -> Result<i32> {
     })
 }
 
+/// How many exits `kernlet_pleg_exit_to_status_seconds` has seen, and their summed latency.
+fn exit_to_status(node: &TestNode) -> Result<(f64, f64)> {
+    let metrics = node.get("/metrics")?;
+    let family = "kernlet_pleg_exit_to_status_seconds";
+    Ok((
+        sample(&metrics, &format!("{family}_count"), &[]).unwrap_or(0.0),
+        sample(&metrics, &format!("{family}_sum"), &[]).unwrap_or(0.0),
+    ))
+}
+
 fn exit_events(node: &TestNode, source: &str) -> Result<f64> {
     let metrics = node.get("/metrics")?;
     sample(
@@ -87,6 +97,7 @@ fn kill_each_and_check(node: &TestNode, source: &str) -> Result<()> {
         })?;
     }
     let before = exit_events(node, source)?;
+    let (seen_before, sum_before) = exit_to_status(node)?;
     let mut latencies = Vec::new();
     for pod in &pods {
         let uid = uid(&node.pod(pod)?.context("pod gone")?);
@@ -113,6 +124,22 @@ fn kill_each_and_check(node: &TestNode, source: &str) -> Result<()> {
     );
     latencies.sort();
     println!("{source}: kill to status (polled every {POLL:?}): {latencies:?}");
+    // kernlet's own measure, from the runtime's finishedAt to the status, agrees.
+    let (seen, sum) = exit_to_status(node)?;
+    let mean = (sum - sum_before) / (seen - seen_before).max(1.0);
+    println!(
+        "{source}: kernlet_pleg_exit_to_status_seconds mean {:.1} ms",
+        mean * 1e3
+    );
+    ensure!(
+        seen - seen_before >= PODS as f64,
+        "exit-to-status observations: {seen_before} before, {seen} after killing {PODS} containers"
+    );
+    let slowest = latencies.last().map_or(0.0, Duration::as_secs_f64);
+    ensure!(
+        mean <= slowest,
+        "mean exit-to-status {mean:.3} s is beyond the slowest kill-to-status seen ({slowest:.3} s)"
+    );
     Ok(())
 }
 

@@ -15,15 +15,23 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    time::Duration,
 };
 
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::{Pod, PodStatus},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
 use tokio::sync::Notify;
 
 use super::{StatusInput, pod_status};
 use crate::{
     clock::{self, Clock},
-    reconcile::worker::{PodReport, StatusSink},
+    reconcile::{
+        state::{Nanos, PodRuntime, RunState},
+        worker::{PodReport, StatusSink},
+    },
 };
 
 /// The pods with their status filled in, as `GET /pods` lists them; the status store implements
@@ -68,6 +76,18 @@ pub struct StatusStore {
     /// Condition transition times.
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    exit_observer: ExitObserver,
+}
+
+/// Told, for each container the store last showed running and now shows exited, how long after
+/// the runtime's `finishedAt` the status said so: the node's exit-to-status latency.
+#[derive(Default)]
+struct ExitObserver(Option<Box<dyn Fn(Duration) + Send + Sync>>);
+
+impl std::fmt::Debug for ExitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -121,7 +141,19 @@ impl StatusStore {
             host_ips,
             clock: clock::system(),
             state: Mutex::default(),
+            exit_observer: ExitObserver::default(),
         }
+    }
+
+    /// This store calling `observe` with each container exit's latency from the runtime's
+    /// `finishedAt` to the status that shows it (`kernlet_pleg_exit_to_status_seconds`).
+    #[must_use]
+    pub fn with_exit_observer(
+        mut self,
+        observe: impl Fn(Duration) + Send + Sync + 'static,
+    ) -> Self {
+        self.exit_observer = ExitObserver(Some(Box::new(observe)));
+        self
     }
 
     /// This store stamping conditions with `clock` (unit tests: a clock on paused time).
@@ -181,6 +213,14 @@ impl StatusSink for StatusStore {
             return;
         };
         let previous = state.pods.get(uid).and_then(|p| p.status.clone());
+        if let (Some(observe), Some(previous)) = (&self.exit_observer.0, &previous) {
+            let now = self.clock.wall_nanos();
+            for finished_at in newly_exited(previous, &report.runtime) {
+                observe(Duration::from_nanos(
+                    u64::try_from(now.saturating_sub(finished_at)).unwrap_or(0),
+                ));
+            }
+        }
         let status = pod_status(&StatusInput {
             pod: &report.pod,
             runtime: &report.runtime,
@@ -262,6 +302,33 @@ impl PodsProvider for StatusStore {
     }
 }
 
+/// The `finishedAt` of each container `runtime` has exited that `previous` showed running.
+fn newly_exited(previous: &PodStatus, runtime: &PodRuntime) -> Vec<Nanos> {
+    let running: HashSet<&str> = [
+        &previous.init_container_statuses,
+        &previous.container_statuses,
+        &previous.ephemeral_container_statuses,
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+    .filter_map(|c| {
+        c.container_id
+            .as_deref()?
+            .split_once("://")
+            .map(|(_, id)| id)
+    })
+    .collect();
+    runtime
+        .containers
+        .iter()
+        .filter(|c| c.state == RunState::Exited && c.finished_at > 0)
+        .filter(|c| running.contains(c.id.as_str()))
+        .map(|c| c.finished_at)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -320,6 +387,60 @@ mod tests {
         assert_eq!(feed.changed().await, ["a"]);
         assert!(store.get("a").is_none());
         assert!(store.get("b").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exit_is_observed_once_with_its_latency_from_finished_at() {
+        use crate::{
+            clock::TestClock,
+            reconcile::state::{Container as Instance, RunState, Sandbox},
+        };
+        const NOW: Nanos = 1_700_000_000_000_000_000;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let store = store()
+            .with_clock(Arc::new(TestClock::new(NOW)))
+            .with_exit_observer(move |took| record.lock().unwrap().push(took));
+        let instance = |state, finished_at| Instance {
+            id: "c1".into(),
+            sandbox_id: "s1".into(),
+            name: "main".into(),
+            state,
+            hash: String::new(),
+            restart_count: 0,
+            exit_code: 137,
+            created_at: NOW - 5_000_000_000,
+            started_at: NOW - 4_000_000_000,
+            finished_at,
+            reason: String::new(),
+            message: String::new(),
+            image: "one".into(),
+            image_ref: String::new(),
+        };
+        let with = |container| {
+            let mut report = report("a", "one");
+            report.runtime = PodRuntime {
+                sandboxes: vec![Sandbox {
+                    id: "s1".into(),
+                    ready: true,
+                    attempt: 0,
+                    created_at: NOW - 6_000_000_000,
+                    ip: None,
+                }],
+                containers: vec![container],
+            };
+            report
+        };
+        store.publish("a", Some(with(instance(RunState::Running, 0))));
+        store.publish(
+            "a",
+            Some(with(instance(RunState::Exited, NOW - 30_000_000))),
+        );
+        store.publish(
+            "a",
+            Some(with(instance(RunState::Exited, NOW - 30_000_000))),
+        );
+        assert_eq!(*seen.lock().unwrap(), [Duration::from_millis(30)]);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | `kernlet_task_restarts_total` | counter | `task` | `supervise::TaskRestarts` (panics, early exits) |
 //! | `kernlet_pleg_exit_watches` | gauge | | `reconcile::exits::ExitCounts` (pidfds open) |
 //! | `kernlet_pleg_exit_events_total` | counter | `source` | `reconcile::exits::ExitCounts` (exits seen in `containerd` task events or through a `pidfd`) |
+//! | `kernlet_pleg_exit_to_status_seconds` | histogram | | `status::store::StatusStore` (runtime's `finishedAt` to the status showing the exit) |
 //!
 //! The eBPF run statistics are cumulative in the kernel (and only advance while
 //! `kernel.bpf_stats_enabled` is 1), so they are set, not incremented. The CRI buckets are
@@ -62,6 +63,10 @@ const EXIT_EVENTS: Desc = Desc::counter(
     "kernlet_pleg_exit_events_total",
     "Cumulative count of container exits seen in containerd's task events or through a pidfd, by source.",
 );
+const EXIT_TO_STATUS: Desc = Desc::histogram(
+    "kernlet_pleg_exit_to_status_seconds",
+    "Time from a container's exit, as the runtime stamped it, to the pod status showing it.",
+);
 
 /// 0.005 s × 2.5^i for i in 0..14, as upstream's runtime operation histogram.
 const CRI_BUCKETS: [f64; 14] = [
@@ -85,6 +90,12 @@ const CRI_BUCKETS: [f64; 14] = [
 const COLLECTION_BUCKETS: [f64; 16] = [
     0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
     0.4096, 0.8192, 1.6384, 3.2768,
+];
+
+/// 1 ms to 10 s, 1-2.5-5 steps: the exit path is milliseconds with events, a relist period
+/// (1 s) without.
+const EXIT_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Observations in fixed buckets.
@@ -139,6 +150,7 @@ struct State {
     /// `(run_time_ns, run_count)` per program.
     costs: BTreeMap<String, (u64, u64)>,
     collection: Option<Buckets>,
+    exit_to_status: Option<Buckets>,
     cri: BTreeMap<String, Buckets>,
     manifest_errors: Option<Arc<AtomicU64>>,
     task_restarts: Option<Arc<TaskRestarts>>,
@@ -178,6 +190,14 @@ impl Metrics {
         self.state()
             .collection
             .get_or_insert_with(|| Buckets::new(&COLLECTION_BUCKETS))
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records how long after a container's exit its status showed it.
+    pub fn observe_exit_to_status(&self, took: Duration) {
+        self.state()
+            .exit_to_status
+            .get_or_insert_with(|| Buckets::new(&EXIT_BUCKETS))
             .observe(took.as_secs_f64());
     }
 
@@ -245,6 +265,9 @@ impl Metrics {
                 let labels = vec![("source", source.to_owned())];
                 out.sample(&EXIT_EVENTS, labels, count as f64, None);
             }
+        }
+        if let Some(exits) = &state.exit_to_status {
+            out.histogram(&EXIT_TO_STATUS, Vec::new(), &exits.value(), None);
         }
         drop(state);
         out.encode()

@@ -529,6 +529,7 @@ fn own_metrics_render_what_the_daemon_set() {
     metrics.set_program_loaded("block_rq", false);
     metrics.set_program_cost("sched_switch", 2_500_000_000, 1000);
     metrics.observe_collection(Duration::from_millis(3));
+    metrics.observe_exit_to_status(Duration::from_millis(7));
     metrics.observe_cri_call("RunPodSandbox", Duration::from_millis(40));
     metrics.observe_cri_call("RunPodSandbox", Duration::from_secs(2));
     metrics.observe_cri_call("ListContainers", Duration::from_millis(1));
@@ -545,6 +546,9 @@ fn own_metrics_render_what_the_daemon_set() {
         "kernlet_stats_collection_duration_seconds_bucket{le=\"0.0032\"} 1",
         "kernlet_stats_collection_duration_seconds_bucket{le=\"0.0016\"} 0",
         "kernlet_stats_collection_duration_seconds_count 1",
+        "kernlet_pleg_exit_to_status_seconds_bucket{le=\"0.005\"} 0",
+        "kernlet_pleg_exit_to_status_seconds_bucket{le=\"0.01\"} 1",
+        "kernlet_pleg_exit_to_status_seconds_count 1",
         "kernlet_cri_request_duration_seconds_bucket{method=\"RunPodSandbox\",le=\"0.078125\"} 1",
         "kernlet_cri_request_duration_seconds_bucket{method=\"RunPodSandbox\",le=\"+Inf\"} 2",
         "kernlet_cri_request_duration_seconds_count{method=\"ListContainers\"} 1",
