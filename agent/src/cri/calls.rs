@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use kernlet_cri::v1;
 
-use super::{CallFuture, CriError, Runtime, exits::ExitRecords};
+use super::{
+    CallFuture, CriError, Runtime,
+    exits::{ExitRecords, RecordedExit},
+};
 
 macro_rules! calls {
     ($($service:ident $name:ident $method:literal ($request:ident) -> $response:ident;)*) => {
@@ -41,6 +44,11 @@ macro_rules! calls {
             /// CRI `ContainerStatus`.
             fn container_status(&self, request: v1::ContainerStatusRequest)
                 -> CallFuture<'static, v1::ContainerStatusResponse>;
+            /// The exit of container `id` that the runtime's events reported ahead of CRI,
+            /// without a call; `None` when there is none or this client keeps no records.
+            fn recorded_exit(&self, _id: &str) -> Option<RecordedExit> {
+                None
+            }
         }
 
         impl Runtime {
@@ -80,6 +88,9 @@ macro_rules! calls {
             fn container_status(&self, request: v1::ContainerStatusRequest)
                 -> CallFuture<'static, v1::ContainerStatusResponse> {
                 Runtime::container_status(self, request)
+            }
+            fn recorded_exit(&self, id: &str) -> Option<RecordedExit> {
+                self.exits.as_ref()?.get(id)
             }
         }
     };

@@ -189,22 +189,41 @@ impl ExitRecords {
         if status.state != RUNNING {
             return;
         }
-        let records = self.lock();
-        let Some(exit) = records.exits.get(&status.id) else {
+        let Some(exit) = self.get(&status.id) else {
             return;
         };
         status.state = EXITED;
         status.exit_code = exit.exit_code;
         status.finished_at = exit.finished_at;
-        let reason = if records.oom.contains(&status.id) {
+        exit.reason.clone_into(&mut status.reason);
+    }
+
+    /// Container `id`'s recorded exit, as CRI will report it.
+    #[must_use]
+    pub fn get(&self, id: &str) -> Option<RecordedExit> {
+        let records = self.lock();
+        let exit = records.exits.get(id)?;
+        let reason = if records.oom.contains(id) {
             "OOMKilled"
         } else if exit.exit_code == 0 {
             "Completed"
         } else {
             "Error"
         };
-        reason.clone_into(&mut status.reason);
+        Some(RecordedExit {
+            exit_code: exit.exit_code,
+            finished_at: exit.finished_at,
+            reason,
+        })
     }
+}
+
+/// An exit the events reported ahead of CRI: code, time and CRI's reason for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedExit {
+    pub exit_code: i32,
+    pub finished_at: Nanos,
+    pub reason: &'static str,
 }
 
 #[cfg(test)]

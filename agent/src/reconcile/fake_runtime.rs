@@ -12,7 +12,7 @@ use std::{
 use kernlet_cri::v1;
 
 use crate::clock::{Clock, Nanos};
-use crate::cri::{CallFuture, Cri, CriError, labels};
+use crate::cri::{CallFuture, Cri, CriError, exits::RecordedExit, labels};
 
 #[derive(Debug, Default)]
 struct State {
@@ -26,6 +26,8 @@ struct State {
     stop_timeouts: Vec<i64>,
     /// Main process IDs a verbose `ContainerStatus` reports, as containerd's `info` JSON.
     pids: HashMap<String, u32>,
+    /// Exits the runtime's events reported, as a client with exit records knows them.
+    recorded: HashMap<String, RecordedExit>,
 }
 
 /// In-memory CRI runtime for unit tests (see the module doc).
@@ -33,6 +35,8 @@ struct State {
 pub struct FakeRuntime {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    /// The list calls answer only while no test holds this ([`FakeRuntime::hold_lists`]).
+    lists: Arc<tokio::sync::RwLock<()>>,
 }
 
 fn ready<T: Send + 'static>(result: Result<T, CriError>) -> CallFuture<'static, T> {
@@ -59,6 +63,41 @@ impl FakeRuntime {
         Self {
             clock,
             state: Mutex::default(),
+            lists: Arc::default(),
+        }
+    }
+
+    /// Holds every `ListPodSandbox` and `ListContainers` answer until the guard is dropped (a
+    /// runtime slow to answer).
+    pub fn hold_lists(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.lists
+            .clone()
+            .try_write_owned()
+            .expect("the lists are held once at a time")
+    }
+
+    /// `answer`, once no test holds the lists.
+    fn after_hold<T: Send + 'static>(&self, answer: T) -> CallFuture<'static, T> {
+        let lists = self.lists.clone();
+        Box::pin(async move {
+            let _released = lists.read_owned().await;
+            Ok(answer)
+        })
+    }
+
+    /// The container exits now with `code`, and the runtime's event service says so (what
+    /// `cri::exits::ExitRecords` keeps for the client the reconciler uses).
+    pub fn record_exit(&self, id: &str, code: i32) {
+        let now = self.clock.wall_nanos();
+        let mut state = self.lock();
+        if let Some(c) = state.containers.get_mut(id) {
+            exited(c, code, now);
+            let exit = RecordedExit {
+                exit_code: code,
+                finished_at: now,
+                reason: if code == 0 { "Completed" } else { "Error" },
+            };
+            state.recorded.insert(id.to_owned(), exit);
         }
     }
 
@@ -208,6 +247,10 @@ fn container_item(c: &v1::ContainerStatus, sandbox: &str) -> v1::Container {
 }
 
 impl Cri for FakeRuntime {
+    fn recorded_exit(&self, id: &str) -> Option<RecordedExit> {
+        self.lock().recorded.get(id).copied()
+    }
+
     fn list_pod_sandbox(
         &self,
         request: v1::ListPodSandboxRequest,
@@ -220,7 +263,8 @@ impl Cri for FakeRuntime {
             .filter(|s| matches(&selector, &s.labels))
             .map(sandbox_item)
             .collect();
-        ready(Ok(v1::ListPodSandboxResponse { items }))
+        drop(state);
+        self.after_hold(v1::ListPodSandboxResponse { items })
     }
 
     fn pod_sandbox_status(
@@ -324,7 +368,8 @@ impl Cri for FakeRuntime {
             .filter(|c| matches(&selector, &c.labels))
             .map(|c| container_item(c, state.sandbox_of.get(&c.id).map_or("", String::as_str)))
             .collect();
-        ready(Ok(v1::ListContainersResponse { containers }))
+        drop(state);
+        self.after_hold(v1::ListContainersResponse { containers })
     }
 
     fn container_status(

@@ -99,6 +99,28 @@ impl Observer {
             .unwrap_or_default())
     }
 
+    /// `last` with the exits `runtime`'s events reported ahead of CRI applied to its running
+    /// containers, or `None` when there are none: what the next observation will say, known
+    /// without a call (CRI records the same code and time from the same event).
+    pub fn with_recorded_exits(runtime: &dyn Cri, last: &PodRuntime) -> Option<PodRuntime> {
+        let mut view = last.clone();
+        let mut any = false;
+        for container in &mut view.containers {
+            if container.state != RunState::Running {
+                continue;
+            }
+            let Some(exit) = runtime.recorded_exit(&container.id) else {
+                continue;
+            };
+            container.state = RunState::Exited;
+            container.exit_code = exit.exit_code;
+            container.finished_at = exit.finished_at;
+            exit.reason.clone_into(&mut container.reason);
+            any = true;
+        }
+        any.then_some(view)
+    }
+
     /// Forgets cached details of a pod's objects (after it is removed).
     pub fn forget(&mut self, pod: &PodRuntime) {
         for c in &pod.containers {

@@ -13,7 +13,7 @@ use super::{
     backoff::{Backoff, Memory},
     execute::Executor,
     observe::Observer,
-    plan::{BackingOff, Desired, backoff_key, plan},
+    plan::{BackingOff, Desired, Plan, backoff_key, plan},
     state::{Nanos, PodRuntime, Waiting},
 };
 use crate::cri::Cri;
@@ -71,8 +71,19 @@ pub async fn run(
     let mut error_pause = ERROR_BACKOFF.0;
     let mut adopted = false;
     let runtime: &dyn Cri = executor.runtime();
+    // The runtime as last observed, while nothing has acted on it since (the worker paused).
+    let mut quiet: Option<PodRuntime> = None;
     loop {
         let want = desired.borrow_and_update().clone();
+        // Woken by an exit the runtime's events reported: the status says so now, from the
+        // quiet view, before the two CRI round trips of the observation below.
+        if let Some(view) = quiet
+            .take()
+            .and_then(|view| Observer::with_recorded_exits(runtime, &view))
+        {
+            let now = executor.clock().wall_nanos();
+            plan_and_publish(&uid, &want, &view, &memory, status.as_ref(), now);
+        }
         let observed = match runtime_view.observe_pod(runtime, &uid).await {
             Ok(observed) => observed,
             Err(error) => {
@@ -89,25 +100,11 @@ pub async fn run(
             recover_backoff(&uid, &observed, &mut memory.restarts);
         }
         let now = executor.clock().wall_nanos();
-        let (desired_now, pod) = match &want {
-            DesiredState::Run(pod) => (Desired::Run(pod), Some(pod.clone())),
-            DesiredState::Terminate { pod, grace } => {
-                (Desired::Terminate { grace: *grace }, pod.clone())
-            }
+        let round = plan_and_publish(&uid, &want, &observed, &memory, status.as_ref(), now);
+        let pod = match &want {
+            DesiredState::Run(pod) => Some(pod.clone()),
+            DesiredState::Terminate { pod, .. } => pod.clone(),
         };
-        let round = plan(&uid, desired_now, &observed, &memory.restarts, now);
-        if let Some(pod) = &pod {
-            status.publish(
-                &uid,
-                Some(PodReport {
-                    pod: pod.clone(),
-                    runtime: observed.clone(),
-                    waiting: memory.waiting.clone(),
-                    backing_off: round.backing_off.clone(),
-                    terminating: matches!(want, DesiredState::Terminate { .. }),
-                }),
-            );
-        }
         if round.actions.is_empty() {
             if matches!(want, DesiredState::Terminate { .. }) {
                 finish(
@@ -125,6 +122,7 @@ pub async fn run(
             if pause(&mut desired, &wake, &cancel, timeout).await {
                 return;
             }
+            quiet = Some(observed);
             continue;
         }
         tracing::debug!(%uid, actions = ?round.actions, "executing plan");
@@ -166,6 +164,37 @@ pub async fn run(
 
 /// Continues the crash-loop backoff of containers found in the runtime (a kernlet restart):
 /// each container's newest instance says how often it was restarted and when last.
+/// Plans on `observed` and publishes the pod's status from it (when there is a pod to show).
+fn plan_and_publish(
+    uid: &str,
+    want: &DesiredState,
+    observed: &PodRuntime,
+    memory: &Memory,
+    status: &dyn StatusSink,
+    now: Nanos,
+) -> Plan {
+    let (desired, pod) = match want {
+        DesiredState::Run(pod) => (Desired::Run(pod), Some(pod)),
+        DesiredState::Terminate { pod, grace } => {
+            (Desired::Terminate { grace: *grace }, pod.as_ref())
+        }
+    };
+    let round = plan(uid, desired, observed, &memory.restarts, now);
+    if let Some(pod) = pod {
+        status.publish(
+            uid,
+            Some(PodReport {
+                pod: pod.clone(),
+                runtime: observed.clone(),
+                waiting: memory.waiting.clone(),
+                backing_off: round.backing_off.clone(),
+                terminating: matches!(want, DesiredState::Terminate { .. }),
+            }),
+        );
+    }
+    round
+}
+
 fn recover_backoff(uid: &str, observed: &PodRuntime, backoff: &mut Backoff) {
     let names: std::collections::BTreeSet<&str> = observed
         .containers

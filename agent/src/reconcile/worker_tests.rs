@@ -217,3 +217,48 @@ async fn a_spec_change_replaces_the_container() {
     );
     worker.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_from_the_runtime_events_is_published_before_cri_answers() {
+    use super::state::RunState;
+    let h = Harness::new();
+    let web = pod("uid-web", "web", serde_json::json!({}));
+    let worker = h.worker("uid-web", DesiredState::Run(Arc::new(web)));
+    settle().await;
+    let running = h.fake.instances("app").pop().unwrap();
+
+    h.fake.clear_calls();
+    let held = h.fake.hold_lists();
+    h.fake.record_exit(&running.id, 137);
+    worker.wake.notify_one(); // what PLEG does on the task exit event
+    settle().await;
+    let report = h.reports.report("uid-web").unwrap();
+    let app = report
+        .runtime
+        .containers
+        .iter()
+        .find(|c| c.id == running.id)
+        .unwrap();
+    assert_eq!(
+        (app.state, app.exit_code, app.reason.as_str()),
+        (RunState::Exited, 137, "Error"),
+        "published while ListContainers has not answered"
+    );
+    assert!(
+        writes(&h.fake.calls())
+            .iter()
+            .all(|c| *c != "CreateContainer"),
+        "nothing acts on the quick view"
+    );
+
+    drop(held);
+    settle().await;
+    let app = h.fake.instances("app");
+    assert_eq!(
+        app.last().unwrap().state,
+        RUNNING,
+        "restarted once CRI answered"
+    );
+    assert_eq!(restart_count(app.last().unwrap()), 1);
+    worker.stop().await;
+}
