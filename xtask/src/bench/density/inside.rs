@@ -163,10 +163,16 @@ fn measure(
     }
 
     run.spec_change_s = spec_change(agent, dirs, plan)?;
+    let own_before = own_exit_totals(&agent.get("/metrics").unwrap_or_default());
     for index in exit_victims(pods, plan.exits) {
         run.exit_ms
             .push(exit_latency(agent, fixture, index, plan.timeout)?);
     }
+    let own_after = own_exit_totals(&agent.get("/metrics").unwrap_or_default());
+    run.own_exit_ms = own_after.and_then(|(sum, count)| {
+        let (sum_before, count_before) = own_before.unwrap_or_default();
+        (count > count_before).then(|| (sum - sum_before) / (count - count_before) * 1e3)
+    });
     Ok(run)
 }
 
@@ -290,6 +296,20 @@ fn exited(status: &Value, id: &str, restarts: u64) -> bool {
         || container_id(status).is_some_and(|now| now != id)
 }
 
+/// `(sum, count)` of kernlet's `kernlet_pleg_exit_to_status_seconds` in a `/metrics` body.
+fn own_exit_totals(metrics: &str) -> Option<(f64, f64)> {
+    let value = |name: &str| {
+        metrics.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+    };
+    Some((
+        value("kernlet_pleg_exit_to_status_seconds_sum")?,
+        value("kernlet_pleg_exit_to_status_seconds_count")?,
+    ))
+}
+
 /// The pid of task `id` in `ctr tasks ls` output (`TASK PID STATUS` columns).
 fn task_pid(listing: &str, id: &str) -> Option<i32> {
     listing.lines().find_map(|line| {
@@ -319,6 +339,18 @@ mod tests {
         assert!(text.contains("[\"sleep\", \"3601\"]"));
         assert!(text.contains("limits: {cpu: 50m, memory: 32Mi}"));
         assert!(text.contains("imagePullPolicy: Never"));
+    }
+
+    #[test]
+    fn the_agents_own_exit_totals_are_read_off_metrics() {
+        let text = "kernlet_pleg_exit_to_status_seconds_bucket{le=\"0.01\"} 2\n\
+                    kernlet_pleg_exit_to_status_seconds_sum 0.012\n\
+                    kernlet_pleg_exit_to_status_seconds_count 3\n";
+        assert_eq!(own_exit_totals(text), Some((0.012, 3.0)));
+        assert_eq!(
+            own_exit_totals("kubelet_pleg_relist_duration_seconds_count 9\n"),
+            None
+        );
     }
 
     #[test]

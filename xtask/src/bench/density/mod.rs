@@ -21,7 +21,9 @@
 //!   running.
 //! - **exit to status (PLEG)**: SIGKILL of container `c0`'s process in up to `--exits` pods
 //!   (found through `ctr tasks ls`) → `/pods` (polled every 10 ms) shows it terminated,
-//!   restarted or replaced; p50 and p99 per run.
+//!   restarted or replaced; p50 and p99 per run. Beside it, the agent's own mean of the same
+//!   exits where it keeps one (kernlet's `kernlet_pleg_exit_to_status_seconds`, from the
+//!   runtime's `finishedAt`), which leaves out the polling of `/pods`.
 //!
 //! The host side ([`cli`]) builds the release kernlet and the test images, finds the kubelet
 //! ([`crate::k8s`]), boots the VM once per N running this same xtask binary with `--inside`,

@@ -39,6 +39,10 @@ pub struct RunResult {
     pub spec_change_s: f64,
     /// SIGKILL of a container → `/pods` shows it exited, one sample per killed container.
     pub exit_ms: Vec<f64>,
+    /// The agent's own mean of the same exits, from the runtime's `finishedAt` to the status
+    /// (kernlet's `kernlet_pleg_exit_to_status_seconds`; the kubelet has none).
+    #[serde(default)]
+    pub own_exit_ms: Option<f64>,
 }
 
 impl Default for RunResult {
@@ -54,6 +58,7 @@ impl Default for RunResult {
             endpoints: Vec::new(),
             spec_change_s: 0.0,
             exit_ms: Vec::new(),
+            own_exit_ms: None,
         }
     }
 }
@@ -205,6 +210,16 @@ const EXIT_P99: Metric = Metric {
     value: |r| r.exit_percentile(99.0),
 };
 
+/// kernlet's own measure of the exits (no kubelet counterpart, so no ratio): how much of the
+/// polled figure is the agent and how much the polling of `/pods`.
+const OWN_EXIT: Metric = Metric {
+    name: "exit to status, agent's own mean",
+    unit: "ms",
+    decimals: 0,
+    goal: None,
+    value: |r| r.own_exit_ms,
+};
+
 /// Summary of `metric` over the runs of `agent` in `runs`.
 fn summarise(runs: &[&RunResult], agent: AgentKind, metric: &Metric) -> Option<Summary> {
     let values: Vec<f64> = runs
@@ -270,7 +285,7 @@ fn table(pods: usize, containers: usize, runs: &[&RunResult]) -> String {
     };
     let ratio_cell = |r: Option<f64>| r.map_or_else(|| "—".to_owned(), |r| format!("{r:.3}"));
     let mut rows = Vec::new();
-    for metric in METRICS.iter().chain([&EXIT_P99]) {
+    for metric in METRICS.iter().chain([&EXIT_P99, &OWN_EXIT]) {
         let kubelet_s = summarise(runs, AgentKind::Kubelet, metric);
         let kernlet_s = summarise(runs, kernlet, metric);
         let r = ratio(kernlet_s, kubelet_s);
@@ -349,6 +364,7 @@ mod tests {
                 .to_vec(),
             spec_change_s: 4.0 * scale,
             exit_ms: vec![1000.0 * scale, 3000.0 * scale],
+            own_exit_ms: matches!(agent, AgentKind::Kernlet { .. }).then_some(500.0 * scale),
         }
     }
 
@@ -398,6 +414,12 @@ mod tests {
             .find(|l| l.starts_with("| exit to status (PLEG) p99"))
             .unwrap();
         assert!(exits.contains("6000 ms (3000–9000)"), "{exits}");
+        let own = text
+            .lines()
+            .find(|l| l.starts_with("| exit to status, agent's own mean"))
+            .unwrap();
+        let cells: Vec<&str> = own.split('|').map(str::trim).collect();
+        assert_eq!(cells[2..5], ["—", "50 ms (25–75)", "—"], "{own}");
         assert!(missing_values(&results).is_empty());
     }
 
