@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use kernlet_cri::v1;
 
 use super::state::{Container, PodRuntime, RunState, Sandbox};
-use crate::cri::{Cri, CriError, labels};
+use crate::cri::{Cri, CriError, exits::RecordedExit, labels};
 
 /// Details fetched once per container instance and state, and once per sandbox.
 #[derive(Debug, Default)]
@@ -103,22 +103,27 @@ impl Observer {
     /// containers, or `None` when there are none: what the next observation will say, known
     /// without a call (CRI records the same code and time from the same event).
     pub fn with_recorded_exits(runtime: &dyn Cri, last: &PodRuntime) -> Option<PodRuntime> {
+        let exits: Vec<(usize, RecordedExit)> = last
+            .containers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.state == RunState::Running)
+            .filter_map(|(i, c)| Some((i, runtime.recorded_exit(&c.id)?)))
+            .collect();
+        if exits.is_empty() {
+            return None;
+        }
         let mut view = last.clone();
-        let mut any = false;
-        for container in &mut view.containers {
-            if container.state != RunState::Running {
-                continue;
-            }
-            let Some(exit) = runtime.recorded_exit(&container.id) else {
+        for (i, exit) in exits {
+            let Some(container) = view.containers.get_mut(i) else {
                 continue;
             };
             container.state = RunState::Exited;
             container.exit_code = exit.exit_code;
             container.finished_at = exit.finished_at;
             exit.reason.clone_into(&mut container.reason);
-            any = true;
         }
-        any.then_some(view)
+        Some(view)
     }
 
     /// Forgets cached details of a pod's objects (after it is removed).

@@ -31,6 +31,17 @@ pub enum DesiredState {
     },
 }
 
+impl DesiredState {
+    /// The pod spec wanted, if any.
+    #[must_use]
+    pub fn pod(&self) -> Option<&Arc<Pod>> {
+        match self {
+            Self::Run(pod) => Some(pod),
+            Self::Terminate { pod, .. } => pod.as_ref(),
+        }
+    }
+}
+
 /// Something that wants to know each pod's latest status (the status store).
 pub trait StatusSink: Send + Sync {
     /// The pod as last observed; `None` when the pod is gone.
@@ -101,10 +112,7 @@ pub async fn run(
         }
         let now = executor.clock().wall_nanos();
         let round = plan_and_publish(&uid, &want, &observed, &memory, status.as_ref(), now);
-        let pod = match &want {
-            DesiredState::Run(pod) => Some(pod.clone()),
-            DesiredState::Terminate { pod, .. } => pod.clone(),
-        };
+        let pod = want.pod().cloned();
         if round.actions.is_empty() {
             if matches!(want, DesiredState::Terminate { .. }) {
                 finish(
@@ -162,8 +170,6 @@ pub async fn run(
     }
 }
 
-/// Continues the crash-loop backoff of containers found in the runtime (a kernlet restart):
-/// each container's newest instance says how often it was restarted and when last.
 /// Plans on `observed` and publishes the pod's status from it (when there is a pod to show).
 fn plan_and_publish(
     uid: &str,
@@ -173,14 +179,12 @@ fn plan_and_publish(
     status: &dyn StatusSink,
     now: Nanos,
 ) -> Plan {
-    let (desired, pod) = match want {
-        DesiredState::Run(pod) => (Desired::Run(pod), Some(pod)),
-        DesiredState::Terminate { pod, grace } => {
-            (Desired::Terminate { grace: *grace }, pod.as_ref())
-        }
+    let desired = match want {
+        DesiredState::Run(pod) => Desired::Run(pod),
+        DesiredState::Terminate { grace, .. } => Desired::Terminate { grace: *grace },
     };
     let round = plan(uid, desired, observed, &memory.restarts, now);
-    if let Some(pod) = pod {
+    if let Some(pod) = want.pod() {
         status.publish(
             uid,
             Some(PodReport {
@@ -195,6 +199,8 @@ fn plan_and_publish(
     round
 }
 
+/// Continues the crash-loop backoff of containers found in the runtime (a kernlet restart):
+/// each container's newest instance says how often it was restarted and when last.
 fn recover_backoff(uid: &str, observed: &PodRuntime, backoff: &mut Backoff) {
     let names: std::collections::BTreeSet<&str> = observed
         .containers
