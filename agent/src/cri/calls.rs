@@ -4,8 +4,9 @@
 //! the reconciler calls through.
 //!
 //! Deadlines are `runtimeRequestTimeout`, except where upstream makes room for the work the call
-//! waits on: `StopContainer` adds the grace period, `ExecSync` the command's timeout, and
-//! `PullImage` (exempt from the timeout upstream) gets five times the timeout.
+//! waits on: `RunPodSandbox` gets twice the timeout (upstream's `remote_runtime.go`),
+//! `StopContainer` adds the grace period, `ExecSync` the command's timeout, and `PullImage`
+//! (exempt from the timeout upstream) gets five times the timeout.
 //! `ListContainers` and `ContainerStatus` overlay exits CRI has not recorded yet, when the client
 //! carries exit records ([`super::exits`]).
 use std::time::Duration;
@@ -18,7 +19,7 @@ use super::{
 };
 
 macro_rules! calls {
-    ($($service:ident $name:ident $method:literal ($request:ident) -> $response:ident;)*) => {
+    ($($service:ident $name:ident $method:literal ($request:ident) -> $response:ident $(* $factor:literal)?;)*) => {
         /// The CRI calls kernlet makes, as a trait so that logic above the client (the reconciler)
         /// can run against a test double in unit tests. Object-safe: each call is the boxed
         /// [`CallFuture`] the client returns. [`Runtime`] is the implementation over gRPC.
@@ -56,7 +57,8 @@ macro_rules! calls {
                 #[doc = concat!("CRI `", $method, "`.")]
                 pub fn $name(&self, request: v1::$request) -> CallFuture<'static, v1::$response> {
                     let mut client = self.$service.clone();
-                    self.call($method, self.timeout, async move { client.$name(request).await })
+                    let deadline = self.timeout * (1 $(* $factor)?);
+                    self.call($method, deadline, async move { client.$name(request).await })
                 }
             )*
         }
@@ -99,7 +101,10 @@ macro_rules! calls {
 calls! {
     runtime list_pod_sandbox "ListPodSandbox" (ListPodSandboxRequest) -> ListPodSandboxResponse;
     runtime pod_sandbox_status "PodSandboxStatus" (PodSandboxStatusRequest) -> PodSandboxStatusResponse;
-    runtime run_pod_sandbox "RunPodSandbox" (RunPodSandboxRequest) -> RunPodSandboxResponse;
+    // Twice the timeout, as upstream's remote runtime client gives sandbox creation (4 m by
+    // default): under load a sandbox's network setup alone can pass 2 m, and a retry after a
+    // client-side timeout only collides with the creation still under way.
+    runtime run_pod_sandbox "RunPodSandbox" (RunPodSandboxRequest) -> RunPodSandboxResponse * 2;
     runtime stop_pod_sandbox "StopPodSandbox" (StopPodSandboxRequest) -> StopPodSandboxResponse;
     runtime remove_pod_sandbox "RemovePodSandbox" (RemovePodSandboxRequest) -> RemovePodSandboxResponse;
     runtime create_container "CreateContainer" (CreateContainerRequest) -> CreateContainerResponse;

@@ -246,6 +246,50 @@ mod tests {
         );
     }
 
+    /// Real gRPC calls to a runtime that never answers (a socket nobody accepts on, so the
+    /// requests sit in its backlog): each call ends at its own deadline.
+    #[tokio::test(start_paused = true)]
+    async fn sandbox_creation_gets_twice_the_request_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let endpoint = format!("unix://{}", path.display());
+        let channel = kernlet_cri::connect(&endpoint, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let runtime = Runtime {
+            events: EventsClient::new(channel.clone()),
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+            timeout: Duration::from_mins(1),
+            version: v1::VersionResponse::default(),
+            observer: None,
+            exits: None,
+        };
+        let timed = |call: CallFuture<'static, ()>| async move {
+            let started = tokio::time::Instant::now();
+            let error = call.await.unwrap_err();
+            (started.elapsed(), error)
+        };
+        let list = runtime.list_pod_sandbox(v1::ListPodSandboxRequest::default());
+        let run = runtime.run_pod_sandbox(v1::RunPodSandboxRequest::default());
+        let ((list_after, list_error), (run_after, run_error)) = tokio::join!(
+            timed(Box::pin(async move { list.await.map(drop) })),
+            timed(Box::pin(async move { run.await.map(drop) })),
+        );
+        assert!(
+            matches!(list_error, CriError::Timeout { .. }),
+            "{list_error}"
+        );
+        assert!(matches!(run_error, CriError::Timeout { .. }), "{run_error}");
+        assert_eq!(list_after.as_secs(), 60, "{list_after:?}");
+        assert_eq!(run_after.as_secs(), 120, "{run_after:?}");
+        assert!(
+            run_error.to_string().contains("RunPodSandbox"),
+            "{run_error}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn backoff_retries_until_cancelled() {
         let config = CriConfig {

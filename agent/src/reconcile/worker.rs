@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     backoff::{Backoff, Memory},
-    execute::Executor,
+    execute::{ExecuteError, Executor},
     observe::Observer,
     plan::{BackingOff, Desired, Plan, backoff_key, plan},
     state::{Nanos, PodRuntime, Waiting},
@@ -147,15 +147,23 @@ pub async fn run(
         if cancel.is_cancelled() {
             return;
         }
-        if outcome.is_ok() {
-            error_pause = ERROR_BACKOFF.0;
-            continue;
-        }
+        let error = match outcome {
+            Ok(()) => {
+                error_pause = ERROR_BACKOFF.0;
+                continue;
+            }
+            Err(error) => error,
+        };
         // Something failed: the waiting reasons are recorded; try again after a pause, sooner
         // if the runtime or the desired state changes.
         let until_retry = memory.retry_at.map_or(error_pause, |at| {
             nanos_until(at, executor.clock().wall_nanos())
         });
+        // A container's waiting reason is logged where it is recorded; a failed runtime call
+        // or a spec the runtime cannot be given would otherwise leave no trace.
+        if !matches!(error, ExecuteError::Waiting { .. }) {
+            tracing::warn!(%error, retry_in = ?until_retry.min(error_pause), "pod action failed");
+        }
         if pause(
             &mut desired,
             &wake,

@@ -406,21 +406,39 @@ fn metrics_response(rendered: Result<String, metrics::MetricsError>) -> Response
     }
 }
 
-/// `encodePods`: the `v1.PodList` JSON upstream's kubelet serves for `pods`.
+/// `encodePods`: the `v1.PodList` JSON upstream's kubelet serves for `pods`. Its items carry no
+/// `apiVersion` or `kind`.
+///
+/// Each pod is written straight to the output: k8s-openapi writes a `Pod`'s `apiVersion` and
+/// `kind` first, so they are cut as the leading bytes. Going through a `serde_json::Value` to
+/// drop them instead cost about a third of the answer's time (every string copied, every object
+/// built as a map); a pod that does not start as expected takes that way still.
 pub fn encode_pod_list(pods: &[Pod]) -> Result<Vec<u8>, serde_json::Error> {
-    let items = pods
-        .iter()
-        .map(|pod| {
+    const TYPE_META: &[u8] = br#"{"apiVersion":"v1","kind":"Pod""#;
+    let mut out = br#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":["#.to_vec();
+    for (index, pod) in pods.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        let start = out.len();
+        serde_json::to_writer(&mut out, pod)?;
+        let item = &out[start..];
+        if item.starts_with(TYPE_META) {
+            // `{"apiVersion":"v1","kind":"Pod",` becomes `{`; a pod of nothing else `{}`.
+            let end = start
+                + TYPE_META.len()
+                + usize::from(out.get(start + TYPE_META.len()) == Some(&b','));
+            out.drain(start + 1..end);
+        } else {
+            out.truncate(start);
             let mut value = serde_json::to_value(pod)?;
             if let Some(fields) = value.as_object_mut() {
                 fields.remove("apiVersion");
                 fields.remove("kind");
             }
-            Ok(value)
-        })
-        .collect::<Result<Vec<_>, serde_json::Error>>()?;
-    let mut out = br#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":"#.to_vec();
-    serde_json::to_writer(&mut out, &items)?;
-    out.extend_from_slice(b"}\n");
+            serde_json::to_writer(&mut out, &value)?;
+        }
+    }
+    out.extend_from_slice(b"]}\n");
     Ok(out)
 }

@@ -514,3 +514,21 @@ mod stats_routes {
         server.stop().await;
     }
 }
+
+#[test]
+fn pod_list_items_are_the_pods_without_their_type() {
+    let pods = vec![sample_pod("a"), Pod::default(), sample_pod("b")];
+    let body = encode_pod_list(&pods).unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let expected: Vec<serde_json::Value> = pods
+        .iter()
+        .map(|pod| {
+            let mut value = serde_json::to_value(pod).unwrap();
+            let fields = value.as_object_mut().unwrap();
+            assert!(fields.remove("apiVersion").is_some() && fields.remove("kind").is_some());
+            value
+        })
+        .collect();
+    assert_eq!(value["items"], serde_json::Value::Array(expected));
+    assert_eq!(value["kind"], "PodList");
+}

@@ -227,10 +227,16 @@ impl Agent {
         Ok(rss_kib(child.id())? as f64 / 1024.0)
     }
 
+    /// The agent's log so far (empty if it cannot be read).
+    #[must_use]
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last `lines` lines of the agent's log.
     #[must_use]
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        let log = self.log_text();
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }

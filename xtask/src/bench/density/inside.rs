@@ -14,6 +14,7 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
@@ -23,6 +24,7 @@ use super::{
         stats::{CpuCgroup, latency, v2_mount},
     },
     agent::{Agent, AgentDirs, AgentKind, Binaries, NODE_NAME, config, create_cgroup_root},
+    clues,
     report::{Endpoint, RunResult},
 };
 use crate::{cmd, images::TEST_IMAGE, runtime::RuntimeFixture};
@@ -143,6 +145,14 @@ fn measure(
         Ok((running_pods(&body) >= pods).then_some(()))
     })?;
     run.startup_s = agent.spawned.elapsed().as_secs_f64();
+    let clues = clues::start_clues(
+        &agent.get("/metrics").unwrap_or_default(),
+        &agent.get("/pods").unwrap_or_default(),
+        &agent.log_text(),
+    );
+    for line in clues {
+        println!("density: {} at start: {line}", agent.kind);
+    }
     thread::sleep(SETTLE);
 
     let (cpu, opened) = (cgroup.usage()?, Instant::now());
@@ -163,16 +173,24 @@ fn measure(
     }
 
     run.spec_change_s = spec_change(agent, dirs, plan)?;
-    let own_before = own_exit_totals(&agent.get("/metrics").unwrap_or_default());
+    let own_before = OwnExits::read(&agent.get("/metrics").unwrap_or_default());
+    let mut polls = PollCost::default();
     for index in exit_victims(pods, plan.exits) {
-        run.exit_ms
-            .push(exit_latency(agent, fixture, index, plan.timeout)?);
+        run.exit_ms.push(exit_latency(
+            agent,
+            fixture,
+            index,
+            plan.timeout,
+            &mut polls,
+        )?);
     }
-    let own_after = own_exit_totals(&agent.get("/metrics").unwrap_or_default());
-    run.own_exit_ms = own_after.and_then(|(sum, count)| {
-        let (sum_before, count_before) = own_before.unwrap_or_default();
-        (count > count_before).then(|| (sum - sum_before) / (count - count_before) * 1e3)
-    });
+    run.exit_poll_ms = polls.mean_ms();
+    let own_after = OwnExits::read(&agent.get("/metrics").unwrap_or_default());
+    if let Some(after) = own_after {
+        let own = after.since(&own_before.unwrap_or_default());
+        run.own_exit_ms = own.mean_ms();
+        run.own_exit_p99_ms = own.p99_ms();
+    }
     Ok(run)
 }
 
@@ -250,12 +268,14 @@ fn exit_victims(pods: usize, exits: usize) -> Vec<usize> {
 }
 
 /// Milliseconds from killing (`SIGKILL`) container `c0` of pod `bench-<index>` until `/pods` says it
-/// exited (state terminated, a higher restart count or another container id).
+/// exited (state terminated, a higher restart count or another container id). Each `/pods` poll's
+/// own time (the GET and its parse) goes into `polls`: it bounds how finely this can measure.
 fn exit_latency(
     agent: &mut Agent,
     fixture: &RuntimeFixture,
     index: usize,
     timeout: Duration,
+    polls: &mut PollCost,
 ) -> Result<f64> {
     let pod = find_pod(&agent.get("/pods")?, index).with_context(|| format!("no bench-{index}"))?;
     let status = first_container(&pod).context("no status of c0")?;
@@ -265,15 +285,78 @@ fn exit_latency(
         .with_context(|| format!("no task for container {id}"))?;
     let killed = Instant::now();
     kill(Pid::from_raw(pid), Signal::SIGKILL).with_context(|| format!("killing {pid}"))?;
-    poll("the exit shows", CHANGE_POLL, timeout, || {
+    // The clock stops when the answer that shows the exit arrived, not after parsing it: the
+    // parse is the driver's cost, not the agent's. An answer equal to the one before is not
+    // parsed again, so polls come as often as the agent answers.
+    let mut last = String::new();
+    let answered = poll("the exit shows", CHANGE_POLL, timeout, || {
         agent.check_alive()?;
-        let pod = find_pod(&agent.get("/pods").unwrap_or_default(), index);
-        Ok(pod
-            .and_then(|p| first_container(&p))
-            .filter(|s| exited(s, &id, restarts))
-            .map(|_| ()))
+        let started = Instant::now();
+        let body = agent.get("/pods").unwrap_or_default();
+        let answered = Instant::now();
+        let shown = body != last && shows_exit(&body, index, &id, restarts);
+        last = body;
+        polls.add(started.elapsed());
+        Ok(shown.then_some(answered))
     })?;
-    Ok(killed.elapsed().as_secs_f64() * 1e3)
+    Ok(answered.duration_since(killed).as_secs_f64() * 1e3)
+}
+
+/// Just what an exit poll reads of a `/pods` body; parsing into these rather than a
+/// `serde_json::Value` keeps each poll cheap, so polls come often.
+#[derive(Deserialize)]
+struct PodList {
+    items: Vec<ListedPod>,
+}
+
+#[derive(Deserialize)]
+struct ListedPod {
+    metadata: ListedMeta,
+    #[serde(default)]
+    status: ListedStatus,
+}
+
+#[derive(Deserialize)]
+struct ListedMeta {
+    name: String,
+}
+
+#[derive(Deserialize, Default)]
+struct ListedStatus {
+    #[serde(default, rename = "containerStatuses")]
+    container_statuses: Vec<Value>,
+}
+
+/// Whether `/pods` body `body` shows container `c0` of `bench-<index>` (id `id`, restarted
+/// `restarts` times) exited.
+fn shows_exit(body: &str, index: usize, id: &str, restarts: u64) -> bool {
+    let name = format!("bench-{index}-{NODE_NAME}");
+    let Ok(list) = serde_json::from_str::<PodList>(body) else {
+        return false;
+    };
+    list.items
+        .iter()
+        .filter(|pod| pod.metadata.name == name)
+        .flat_map(|pod| &pod.status.container_statuses)
+        .any(|c| c["name"] == "c0" && exited(c, id, restarts))
+}
+
+/// The time the exit polls themselves took.
+#[derive(Debug, Default)]
+struct PollCost {
+    total: Duration,
+    count: u32,
+}
+
+impl PollCost {
+    fn add(&mut self, took: Duration) {
+        self.total += took;
+        self.count += 1;
+    }
+
+    fn mean_ms(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.total.as_secs_f64() * 1e3 / f64::from(self.count))
+    }
 }
 
 fn first_container(pod: &Value) -> Option<Value> {
@@ -289,25 +372,95 @@ fn container_id(status: &Value) -> Option<String> {
     Some(id.split_once("://").map_or(id, |(_, id)| id).to_owned())
 }
 
-/// Whether a container status shows that container `id` (restarted `restarts` times) exited.
+/// Whether a container status shows that container `id` (restarted `restarts` times) exited:
+/// terminated; or waiting out a restart back-off with it as the last termination (as upstream
+/// shows a crash loop, restart count unchanged until the restart); or already restarted.
 fn exited(status: &Value, id: &str, restarts: u64) -> bool {
+    let last = &status["lastState"]["terminated"]["containerID"];
     status["state"]["terminated"].is_object()
+        || last.as_str().is_some_and(|last| last.ends_with(id))
         || status["restartCount"].as_u64().unwrap_or_default() > restarts
         || container_id(status).is_some_and(|now| now != id)
 }
 
-/// `(sum, count)` of kernlet's `kernlet_pleg_exit_to_status_seconds` in a `/metrics` body.
-fn own_exit_totals(metrics: &str) -> Option<(f64, f64)> {
-    let value = |name: &str| {
-        metrics.lines().find_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
-            rest.split_whitespace().next()?.parse::<f64>().ok()
-        })
-    };
-    Some((
-        value("kernlet_pleg_exit_to_status_seconds_sum")?,
-        value("kernlet_pleg_exit_to_status_seconds_count")?,
-    ))
+/// kernlet's `kernlet_pleg_exit_to_status_seconds` histogram as a `/metrics` body shows it.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct OwnExits {
+    sum: f64,
+    count: f64,
+    /// `(le, cumulative count)` in the body's order (ascending `le`, `+Inf` last).
+    buckets: Vec<(f64, f64)>,
+}
+
+impl OwnExits {
+    const NAME: &'static str = "kernlet_pleg_exit_to_status_seconds";
+
+    /// The histogram in `metrics`, or `None` when the agent has none (the kubelet).
+    fn read(metrics: &str) -> Option<Self> {
+        let mut own = Self::default();
+        let mut seen = false;
+        for line in metrics.lines() {
+            let Some(rest) = line.strip_prefix(Self::NAME) else {
+                continue;
+            };
+            let Some((series, value)) = rest.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            if series == "_sum" {
+                own.sum = value;
+                seen = true;
+            } else if series == "_count" {
+                own.count = value;
+            } else if let Some(le) = series
+                .strip_prefix("_bucket{le=\"")
+                .and_then(|l| l.strip_suffix("\"}"))
+            {
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                own.buckets.push((le, value));
+            }
+        }
+        seen.then_some(own)
+    }
+
+    /// The observations made after `before` was read.
+    fn since(&self, before: &Self) -> Self {
+        let earlier = |le: f64| {
+            before
+                .buckets
+                .iter()
+                .find(|(b, _)| b.to_bits() == le.to_bits())
+                .map_or(0.0, |(_, c)| *c)
+        };
+        Self {
+            sum: self.sum - before.sum,
+            count: self.count - before.count,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|&(le, c)| (le, c - earlier(le)))
+                .collect(),
+        }
+    }
+
+    fn mean_ms(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.sum / self.count * 1e3)
+    }
+
+    /// The upper bound of the bucket holding the 99th percentile (nearest rank), in ms: the
+    /// histogram cannot say more precisely.
+    fn p99_ms(&self) -> Option<f64> {
+        let rank = (0.99 * self.count).ceil().max(1.0);
+        (self.count > 0.0)
+            .then(|| self.buckets.iter().find(|(_, c)| *c >= rank))?
+            .map(|(le, _)| le * 1e3)
+    }
 }
 
 /// The pid of task `id` in `ctr tasks ls` output (`TASK PID STATUS` columns).
@@ -342,13 +495,31 @@ mod tests {
     }
 
     #[test]
-    fn the_agents_own_exit_totals_are_read_off_metrics() {
-        let text = "kernlet_pleg_exit_to_status_seconds_bucket{le=\"0.01\"} 2\n\
-                    kernlet_pleg_exit_to_status_seconds_sum 0.012\n\
-                    kernlet_pleg_exit_to_status_seconds_count 3\n";
-        assert_eq!(own_exit_totals(text), Some((0.012, 3.0)));
+    fn the_agents_own_exits_are_read_off_metrics() {
+        let before = OwnExits::read(
+            "kernlet_pleg_exit_to_status_seconds_bucket{le=\"0.01\"} 1\n\
+             kernlet_pleg_exit_to_status_seconds_bucket{le=\"0.1\"} 1\n\
+             kernlet_pleg_exit_to_status_seconds_bucket{le=\"+Inf\"} 1\n\
+             kernlet_pleg_exit_to_status_seconds_sum 0.002\n\
+             kernlet_pleg_exit_to_status_seconds_count 1\n",
+        )
+        .unwrap();
+        let after = OwnExits::read(
+            "kernlet_pleg_exit_to_status_seconds_bucket{le=\"0.01\"} 3\n\
+             kernlet_pleg_exit_to_status_seconds_bucket{le=\"0.1\"} 4\n\
+             kernlet_pleg_exit_to_status_seconds_bucket{le=\"+Inf\"} 4\n\
+             kernlet_pleg_exit_to_status_seconds_sum 0.092\n\
+             kernlet_pleg_exit_to_status_seconds_count 4\n",
+        )
+        .unwrap();
+        let run = after.since(&before);
+        assert!((run.count - 3.0).abs() < 1e-9);
+        assert!((run.mean_ms().unwrap() - 30.0).abs() < 1e-9);
+        // Two of the three in the 10 ms bucket, the third in the 100 ms one: p99 is its bound.
+        assert_eq!(run.p99_ms(), Some(100.0));
+        assert_eq!(OwnExits::default().p99_ms(), None);
         assert_eq!(
-            own_exit_totals("kubelet_pleg_relist_duration_seconds_count 9\n"),
+            OwnExits::read("kubelet_pleg_relist_duration_seconds_count 9\n"),
             None
         );
     }
@@ -364,6 +535,14 @@ mod tests {
         let restarted = serde_json::json!({"containerID": "containerd://def",
             "restartCount": 1, "state": {"running": {}}});
         assert!(exited(&restarted, "abc", 0));
+        let backing_off = serde_json::json!({"containerID": "containerd://abc",
+            "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 137, "containerID": "containerd://abc"}}});
+        assert!(exited(&backing_off, "abc", 1));
+        let earlier = serde_json::json!({"containerID": "containerd://abc",
+            "restartCount": 1, "state": {"running": {}},
+            "lastState": {"terminated": {"exitCode": 137, "containerID": "containerd://xyz"}}});
+        assert!(!exited(&earlier, "abc", 1));
         assert_eq!(container_id(&running).as_deref(), Some("abc"));
     }
 
@@ -377,6 +556,16 @@ mod tests {
         assert!(all_running(&pod));
         assert!(find_pod(&body, 2).is_none());
         assert_eq!(first_container(&pod).unwrap()["name"], "c0");
+        let exited_body = format!(
+            r#"{{"items": [{{"metadata": {{"name": "bench-1-{NODE_NAME}"}}, "spec": {{}},
+            "status": {{"containerStatuses": [{{"name": "c0", "containerID": "containerd://abc",
+            "restartCount": 0, "state": {{"terminated": {{"exitCode": 137}}}}}}]}}}},
+            {{"metadata": {{"name": "bench-2-{NODE_NAME}"}}}}]}}"#
+        );
+        assert!(shows_exit(&exited_body, 1, "abc", 0));
+        assert!(!shows_exit(&exited_body, 2, "abc", 0));
+        assert!(!shows_exit(&body, 1, "abc", 0));
+        assert!(!shows_exit("{broken", 1, "abc", 0));
         let listing = "TASK    PID     STATUS\nabc     4242    RUNNING\ndef     7   RUNNING\n";
         assert_eq!(task_pid(listing, "def"), Some(7));
         assert_eq!(task_pid(listing, "xyz"), None);

@@ -30,6 +30,7 @@
 //! reads the [`report`] lines off the console and prints the ratio tables: median (min–max over
 //! rounds) per agent, kernlet/kubelet of the medians and whether issue 10's goal is met.
 pub mod agent;
+mod clues;
 pub mod inside;
 pub mod report;
 

@@ -43,6 +43,13 @@ pub struct RunResult {
     /// (kernlet's `kernlet_pleg_exit_to_status_seconds`; the kubelet has none).
     #[serde(default)]
     pub own_exit_ms: Option<f64>,
+    /// The upper bound of the histogram bucket holding the p99 of the same.
+    #[serde(default)]
+    pub own_exit_p99_ms: Option<f64>,
+    /// The mean time of one `/pods` poll (GET and parse) while waiting for the exits: the
+    /// resolution of `exit_ms`.
+    #[serde(default)]
+    pub exit_poll_ms: Option<f64>,
 }
 
 impl Default for RunResult {
@@ -59,6 +66,8 @@ impl Default for RunResult {
             spec_change_s: 0.0,
             exit_ms: Vec::new(),
             own_exit_ms: None,
+            own_exit_p99_ms: None,
+            exit_poll_ms: None,
         }
     }
 }
@@ -211,13 +220,30 @@ const EXIT_P99: Metric = Metric {
 };
 
 /// kernlet's own measure of the exits (no kubelet counterpart, so no ratio): how much of the
-/// polled figure is the agent and how much the polling of `/pods`.
+/// polled figure is the agent and how much the runtime and the polling of `/pods`.
 const OWN_EXIT: Metric = Metric {
     name: "exit to status, agent's own mean",
     unit: "ms",
     decimals: 0,
     goal: None,
     value: |r| r.own_exit_ms,
+};
+
+const OWN_EXIT_P99: Metric = Metric {
+    name: "exit to status, agent's own p99 (≤ bucket)",
+    unit: "ms",
+    decimals: 0,
+    goal: None,
+    value: |r| r.own_exit_p99_ms,
+};
+
+/// What one poll of the exits costs the measuring driver (it bounds the polled figures).
+const EXIT_POLL: Metric = Metric {
+    name: "one `/pods` poll during the exits",
+    unit: "ms",
+    decimals: 1,
+    goal: None,
+    value: |r| r.exit_poll_ms,
 };
 
 /// Summary of `metric` over the runs of `agent` in `runs`.
@@ -285,7 +311,10 @@ fn table(pods: usize, containers: usize, runs: &[&RunResult]) -> String {
     };
     let ratio_cell = |r: Option<f64>| r.map_or_else(|| "—".to_owned(), |r| format!("{r:.3}"));
     let mut rows = Vec::new();
-    for metric in METRICS.iter().chain([&EXIT_P99, &OWN_EXIT]) {
+    for metric in METRICS
+        .iter()
+        .chain([&EXIT_P99, &OWN_EXIT, &OWN_EXIT_P99, &EXIT_POLL])
+    {
         let kubelet_s = summarise(runs, AgentKind::Kubelet, metric);
         let kernlet_s = summarise(runs, kernlet, metric);
         let r = ratio(kernlet_s, kubelet_s);
@@ -365,6 +394,8 @@ mod tests {
             spec_change_s: 4.0 * scale,
             exit_ms: vec![1000.0 * scale, 3000.0 * scale],
             own_exit_ms: matches!(agent, AgentKind::Kernlet { .. }).then_some(500.0 * scale),
+            own_exit_p99_ms: matches!(agent, AgentKind::Kernlet { .. }).then_some(1000.0),
+            exit_poll_ms: Some(2.5 * scale),
         }
     }
 
@@ -420,6 +451,17 @@ mod tests {
             .unwrap();
         let cells: Vec<&str> = own.split('|').map(str::trim).collect();
         assert_eq!(cells[2..5], ["—", "50 ms (25–75)", "—"], "{own}");
+        let own_p99 = text
+            .lines()
+            .find(|l| l.starts_with("| exit to status, agent's own p99"))
+            .unwrap();
+        assert!(own_p99.contains("1000 ms (1000–1000)"), "{own_p99}");
+        let poll = text
+            .lines()
+            .find(|l| l.starts_with("| one `/pods` poll"))
+            .unwrap();
+        // Kubelet 2.5 and 7.5 ms; kernlet 0.125 and 0.375 ms.
+        assert!(poll.contains("5.0 ms (2.5–7.5)"), "{poll}");
         assert!(missing_values(&results).is_empty());
     }
 
