@@ -22,6 +22,7 @@ use crate::{
         source::{Snapshot, StaticPodSource},
         store::follow_snapshots,
     },
+    probe::ProbeMetrics,
     reconcile::{
         execute::Executor,
         exits::ExitCounts,
@@ -93,12 +94,16 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     node.memory_qos = memory_qos;
     // The reconciler's client sees exits from containerd's events before CRI records them.
     let exit_records = ExitRecords::default();
-    let executor = Arc::new(Executor::new(
-        Arc::new(runtime.clone().with_exit_records(exit_records.clone())),
-        node,
-        resolv_conf(&config),
-        cgroups.clone(),
-    ));
+    let probe_metrics = Arc::new(ProbeMetrics::new());
+    let executor = Arc::new(
+        Executor::new(
+            Arc::new(runtime.clone().with_exit_records(exit_records.clone())),
+            node,
+            resolv_conf(&config),
+            cgroups.clone(),
+        )
+        .with_probe_metrics(probe_metrics.clone()),
+    );
     let exit_metrics = metrics.clone();
     let store = Arc::new(
         StatusStore::new(version.runtime_name.clone(), host_ips)
@@ -149,6 +154,7 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
             pods: store.clone(),
             stats,
             metrics: metrics.clone(),
+            probes: probe_metrics.clone(),
             metric_kinds: MetricKinds::ALL.without(config.disabled_metrics),
         };
         let cancel = cancel.clone();

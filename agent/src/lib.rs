@@ -13,6 +13,7 @@ pub mod ebpf;
 pub mod logs;
 pub mod node;
 pub mod pod;
+pub mod probe;
 pub mod reconcile;
 pub mod resources;
 pub mod server;

@@ -3,26 +3,24 @@
 //! (upstream's `killContainer`: the hook's whole seconds count against the grace, at least 2 s
 //! remain for SIGTERM; consecutive stops run in parallel, as `killContainersWithSyncResult`), and
 //! removal. Failures become the container's waiting reason, as upstream reports them.
-use std::{path::Path, pin::Pin, sync::Arc, task::Poll, time::Duration};
+use std::{path::Path, sync::Arc};
 
 use k8s_openapi::api::core::v1::{Container as ContainerSpec, Pod};
 use kernlet_cri::v1;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     backoff::Memory,
+    hooks::{self, HookTarget},
     images::{ImageOutcome, ensure_image},
-    plan::{Action, Plan, StopReason, Target},
+    plan::{Action, Plan, StopReason, Target, grace_period},
     spec::{self, NodeContext, ResolvConf},
     state::{PodRuntime, Waiting},
 };
 use crate::cgroup::CgroupManager;
 use crate::clock::{self, Clock};
 use crate::cri::{CallFuture, Cri, CriError};
-
-/// Upstream's `minimumGracePeriodInSeconds`: what is left for SIGTERM after a slow preStop hook.
-const MINIMUM_GRACE: Duration = Duration::from_secs(2);
+use crate::probe::{PodProbes, ProbeMetrics, Prober};
 
 /// Something an action could not do; the worker pauses and retries.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +50,9 @@ pub struct Executor {
     resolv: ResolvConf,
     /// Pod cgroups (`cgroupsPerQOS`); `None` lets the runtime place pods.
     cgroups: Option<Arc<CgroupManager>>,
+    /// What every worker's probes share.
+    prober: Arc<Prober>,
+    probe_metrics: Arc<ProbeMetrics>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -77,12 +78,21 @@ impl Executor {
         resolv: ResolvConf,
         cgroups: Option<Arc<CgroupManager>>,
     ) -> Self {
+        let clock = clock::system();
+        let probe_metrics = Arc::new(ProbeMetrics::new());
+        let prober = Arc::new(Prober::new(
+            runtime.clone(),
+            clock.clone(),
+            probe_metrics.clone(),
+        ));
         Self {
             runtime,
-            clock: clock::system(),
+            clock,
             node,
             resolv,
             cgroups,
+            prober,
+            probe_metrics,
         }
     }
 
@@ -90,7 +100,34 @@ impl Executor {
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self.rebuild_prober()
+    }
+
+    /// This executor's probes counting into `metrics` (served at `/metrics/probes`).
+    #[must_use]
+    pub fn with_probe_metrics(mut self, metrics: Arc<ProbeMetrics>) -> Self {
+        self.probe_metrics = metrics;
+        self.rebuild_prober()
+    }
+
+    fn rebuild_prober(mut self) -> Self {
+        self.prober = Arc::new(Prober::new(
+            self.runtime.clone(),
+            self.clock.clone(),
+            self.probe_metrics.clone(),
+        ));
         self
+    }
+
+    /// Probes for one pod's worker: a result change wakes it through `wake`; they stop with
+    /// `cancel`.
+    #[must_use]
+    pub fn pod_probes(
+        &self,
+        wake: &Arc<tokio::sync::Notify>,
+        cancel: &CancellationToken,
+    ) -> PodProbes {
+        PodProbes::new(self.prober.clone(), wake.clone(), cancel.child_token())
     }
 
     #[must_use]
@@ -109,7 +146,9 @@ impl Executor {
         &self.node
     }
 
-    /// Executes `plan` in order; stops at the first failure (the next round re-plans).
+    /// Executes `plan` in order; stops at the first failure (the next round re-plans), except
+    /// that an app container that cannot start does not keep its siblings from starting: each
+    /// records its own waiting reason, as upstream's `SyncPod` starts every app container it can.
     pub async fn execute(
         &self,
         uid: &str,
@@ -120,6 +159,9 @@ impl Executor {
         cancel: &CancellationToken,
     ) -> Result<(), ExecuteError> {
         let mut current: Option<Current> = None;
+        // The first app container that could not start; the others are still tried.
+        let mut blocked: Option<ExecuteError> = None;
+        memory.retry_at = None;
         let is_stop = |action: &Action| matches!(action, Action::StopContainer { .. });
         // Consecutive container stops form one group; every other action is alone in its own.
         for group in plan.actions.chunk_by(|a, b| is_stop(a) && is_stop(b)) {
@@ -130,7 +172,11 @@ impl Executor {
                 return Ok(());
             }
             match action {
-                Action::StopContainer { .. } => self.stop_containers(uid, pod, group).await?,
+                Action::StopContainer { .. } => {
+                    let sandbox_ip = observed.newest_sandbox().and_then(|s| s.ip.as_deref());
+                    let ip = pod.and_then(|p| hooks::pod_ip(p, sandbox_ip, &self.node));
+                    self.stop_containers(uid, pod, ip, group).await?;
+                }
                 Action::StopSandbox { id } => {
                     let request = v1::StopPodSandboxRequest {
                         pod_sandbox_id: id.clone(),
@@ -182,15 +228,26 @@ impl Executor {
                     let Some(sandbox) = current.as_ref() else {
                         continue;
                     };
-                    self.start_container(uid, pod, sandbox, *target, *restart_count, memory)
-                        .await?;
+                    // Advanced before the start, as upstream's `doBackOff`: a restart that
+                    // fails (a postStart hook) still counts towards CrashLoopBackOff.
                     if let Some(key) = backoff_key {
                         memory.restarts.next(key, self.clock.wall_nanos());
+                    }
+                    let started = self
+                        .start_container(uid, pod, sandbox, *target, *restart_count, memory)
+                        .await;
+                    match started {
+                        Err(error @ ExecuteError::Waiting { .. })
+                            if matches!(target, Target::App(_)) =>
+                        {
+                            blocked.get_or_insert(error);
+                        }
+                        other => other?,
                     }
                 }
             }
         }
-        Ok(())
+        blocked.map_or(Ok(()), Err)
     }
 
     #[must_use]
@@ -334,7 +391,11 @@ impl Executor {
         {
             ImageOutcome::Ready(reference) => reference,
             ImageOutcome::Waiting { waiting, retry_at } => {
-                memory.retry_at = retry_at;
+                // With several containers waiting, the pod is retried at the first one's time.
+                memory.retry_at = match (memory.retry_at, retry_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 return Err(Self::wait(uid, &name, waiting, memory));
             }
         };
@@ -395,10 +456,58 @@ impl Executor {
             };
             return Err(Self::wait(uid, &name, waiting, memory));
         }
-        memory.waiting.remove(&name);
-        memory.retry_at = None;
         tracing::info!(%uid, container = %name, id = %id, restart_count, "container started");
+        if let Err(waiting) = self.post_start(uid, pod, spec, sandbox, &id).await {
+            return Err(Self::wait(uid, &name, waiting, memory));
+        }
+        memory.waiting.remove(&name);
         Ok(())
+    }
+
+    /// Runs the container's postStart hook; when it fails, kills the container (upstream's
+    /// `FailedPostStartHook`) and says why it waits.
+    async fn post_start(
+        &self,
+        uid: &str,
+        pod: &Pod,
+        spec: &ContainerSpec,
+        sandbox: &Current,
+        id: &str,
+    ) -> Result<(), Waiting> {
+        let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+            return Ok(());
+        };
+        let name = &spec.name;
+        let pod_ip = hooks::pod_ip(pod, sandbox.ip.as_deref(), &self.node);
+        let target = HookTarget {
+            pod,
+            container: spec,
+            container_id: id,
+            pod_ip,
+        };
+        // No timeout, as upstream; the worker reports nothing of the pod until it returns.
+        let Err(message) = hooks::run(self.runtime(), hook, target, None).await else {
+            return Ok(());
+        };
+        tracing::warn!(%uid, container = %name, %message, "FailedPostStartHook: PostStartHook failed");
+        let reason = StopReason::PostStartHookFailed;
+        let stopped = self
+            .stop_container(
+                uid,
+                id,
+                Some((pod, spec)),
+                pod_ip,
+                grace_period(pod),
+                reason,
+            )
+            .await;
+        if let Err(error) = stopped {
+            tracing::warn!(%uid, container = %name, %error, "failed to kill the container");
+        }
+        Err(Waiting {
+            reason: "PostStartHookError".into(),
+            message,
+        })
     }
 
     /// Records why container `name` waits and returns the matching error.
@@ -411,75 +520,6 @@ impl Executor {
             uid: uid.into(),
             name: name.into(),
             reason,
-        }
-    }
-
-    /// Stops containers concurrently, as upstream's `killContainersWithSyncResult` kills a pod's
-    /// containers in parallel: each gets the whole grace period, so a pod with several
-    /// containers that ignore SIGTERM stops in one grace period, not one per container. Every
-    /// stop runs to its end; the first failure is returned.
-    async fn stop_containers(
-        &self,
-        uid: &str,
-        pod: Option<&Pod>,
-        stops: &[Action],
-    ) -> Result<(), ExecuteError> {
-        let calls: Vec<_> = stops
-            .iter()
-            .filter_map(|action| match action {
-                Action::StopContainer {
-                    id,
-                    name,
-                    grace,
-                    reason,
-                } => {
-                    let spec = pod.and_then(|p| find_container(p, name));
-                    Some(self.stop_container(uid, id, spec, *grace, *reason))
-                }
-                _ => None,
-            })
-            .collect();
-        join_all(calls).await.into_iter().collect()
-    }
-
-    async fn stop_container(
-        &self,
-        uid: &str,
-        id: &str,
-        spec: Option<&ContainerSpec>,
-        grace: Duration,
-        reason: StopReason,
-    ) -> Result<(), ExecuteError> {
-        let started = Instant::now();
-        if let Some(command) = spec.and_then(pre_stop_command) {
-            let timeout = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-            let request = v1::ExecSyncRequest {
-                container_id: id.to_owned(),
-                cmd: command,
-                timeout,
-            };
-            match self.runtime.exec_sync(request).await {
-                Ok(result) if result.exit_code != 0 => {
-                    tracing::warn!(%uid, container = id, exit_code = result.exit_code, "preStop hook failed");
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%uid, container = id, %error, "preStop hook failed"),
-            }
-        }
-        let left = grace_after_hook(grace, started.elapsed());
-        tracing::info!(%uid, container = id, ?reason, grace = ?left, "stopping container");
-        let request = v1::StopContainerRequest {
-            container_id: id.to_owned(),
-            timeout: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-        };
-        match self.runtime.stop_container(request).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(source) => Err(ExecuteError::Runtime {
-                uid: uid.into(),
-                action: "StopContainer",
-                source,
-            }),
         }
     }
 
@@ -535,54 +575,7 @@ fn target_spec(pod: &Pod, target: Target) -> Option<&ContainerSpec> {
     }
 }
 
-/// Polls `futures` together on the current task until all are done; their outputs in order.
-/// (No spawning: the futures borrow the executor and the plan.)
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(&mut outputs) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
-
-/// What is left of `grace` for SIGTERM after a preStop hook that took `hook`, in whole seconds
-/// as upstream's `killContainer` counts it: the hook's time truncated to seconds, at least
-/// [`MINIMUM_GRACE`] left (none when the grace period is zero). CRI's `StopContainer` timeout is
-/// whole seconds too, so a sub-second remainder would be truncated away there.
-fn grace_after_hook(grace: Duration, hook: Duration) -> Duration {
-    if grace.is_zero() {
-        return Duration::ZERO;
-    }
-    let left = grace.as_secs().saturating_sub(hook.as_secs());
-    Duration::from_secs(left).max(MINIMUM_GRACE)
-}
-
-/// The preStop hook's exec command, if it has one (httpGet and sleep hooks come later).
-fn pre_stop_command(container: &ContainerSpec) -> Option<Vec<String>> {
-    let exec = container
-        .lifecycle
-        .as_ref()?
-        .pre_stop
-        .as_ref()?
-        .exec
-        .as_ref()?;
-    exec.command.clone().filter(|c| !c.is_empty())
-}
+mod stop;
 
 #[cfg(test)]
 #[path = "execute_tests.rs"]

@@ -1,5 +1,7 @@
 //! Executor helpers: stops in parallel, and the grace left after a preStop hook.
-use super::*;
+use std::time::Duration;
+
+use super::stop::{MINIMUM_GRACE, grace_after_hook, join_all};
 
 #[tokio::test(start_paused = true)]
 async fn join_all_runs_futures_together_and_keeps_their_order() {

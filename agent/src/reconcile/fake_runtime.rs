@@ -54,6 +54,9 @@ fn matches(selector: &HashMap<String, String>, labels: &HashMap<String, String>)
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// Images under this prefix are absent and fail to pull.
+pub const MISSING: &str = "missing/";
+
 const RUNNING: i32 = v1::ContainerState::ContainerRunning as i32;
 const EXITED: i32 = v1::ContainerState::ContainerExited as i32;
 
@@ -470,11 +473,14 @@ impl Cri for FakeRuntime {
         request: v1::ImageStatusRequest,
     ) -> CallFuture<'static, v1::ImageStatusResponse> {
         drop(self.call("ImageStatus"));
-        // Every image is present.
-        let image = request.image.map(|i| v1::Image {
-            id: format!("sha256:{}", i.image),
-            ..Default::default()
-        });
+        // Every image is present but those under `missing/`, which cannot be pulled either.
+        let image = request
+            .image
+            .filter(|i| !i.image.starts_with(MISSING))
+            .map(|i| v1::Image {
+                id: format!("sha256:{}", i.image),
+                ..Default::default()
+            });
         ready(Ok(v1::ImageStatusResponse {
             image,
             ..Default::default()
@@ -486,6 +492,13 @@ impl Cri for FakeRuntime {
         request: v1::PullImageRequest,
     ) -> CallFuture<'static, v1::PullImageResponse> {
         drop(self.call("PullImage"));
+        if let Some(missing) = request
+            .image
+            .as_ref()
+            .filter(|i| i.image.starts_with(MISSING))
+        {
+            return ready(Err(not_found("PullImage", &missing.image)));
+        }
         let image_ref = request
             .image
             .map(|i| format!("sha256:{}", i.image))

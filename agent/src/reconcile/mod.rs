@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod execute;
 pub mod exits;
+pub mod hooks;
 pub mod images;
 pub mod manager;
 pub mod observe;

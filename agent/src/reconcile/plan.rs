@@ -8,9 +8,13 @@
 //!   `OnFailure` pods whose containers all succeeded (the pod is complete);
 //! - init containers run one at a time, in order; a failed one restarts (with backoff) unless the
 //!   policy is `Never`, which fails the pod; app containers start only after every init succeeded;
+//!   sidecars (restartable init containers) keep running beside them (`plan::sidecars`);
 //! - an app container that exited restarts per `restartPolicy` (Always; OnFailure when the exit
 //!   code is not 0; Never) after its CrashLoopBackOff delay; a running one whose spec hash changed
 //!   is replaced at once; containers no longer in the spec are stopped;
+//! - a running app container whose liveness or startup probe failed is stopped (with the
+//!   probe's grace period when it has one) and, unless the policy is `Never`, restarted like
+//!   any exited container, through CrashLoopBackOff;
 //! - a pod that can do nothing more (complete or failed) has its sandbox stopped;
 //! - only the newest dead instance of each container and the newest sandbox are kept;
 //! - termination stops containers (preStop and grace are the worker's), the sandbox, then
@@ -18,6 +22,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container as ContainerSpec, Pod};
+
+use crate::probe::{Kill, Kind};
 
 use super::{
     backoff::Backoff,
@@ -29,8 +35,12 @@ use super::{
 pub enum Desired<'a> {
     /// The pod should run as its spec says.
     Run(&'a Pod),
-    /// The pod is gone from its source: stop everything within `grace`, then remove it.
-    Terminate { grace: Duration },
+    /// The pod is gone from its source: stop everything within `grace`, then remove it; `pod`
+    /// (when known) says which containers are sidecars, stopped after the others.
+    Terminate {
+        grace: Duration,
+        pod: Option<&'a Pod>,
+    },
 }
 
 /// Which container of the spec.
@@ -53,6 +63,12 @@ pub enum StopReason {
     PodFailed,
     /// The pod is being deleted.
     Terminating,
+    /// The pod's app containers are done: its sidecars stop, last first.
+    AppsDone,
+    /// Its postStart hook failed (upstream kills it with the message `FailedPostStartHook`).
+    PostStartHookFailed,
+    /// Its liveness or startup probe failed; `restart` when the restart policy starts it again.
+    ProbeFailed { kind: Kind, restart: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +187,7 @@ pub fn plan(
     now: Nanos,
 ) -> Plan {
     match desired {
-        Desired::Terminate { grace } => terminate(observed, grace),
+        Desired::Terminate { grace, pod } => terminate(observed, grace, pod),
         Desired::Run(pod) => Planner {
             uid,
             pod,
@@ -184,7 +200,13 @@ pub fn plan(
     }
 }
 
-fn terminate(observed: &PodRuntime, grace: Duration) -> Plan {
+fn terminate(observed: &PodRuntime, grace: Duration, pod: Option<&Pod>) -> Plan {
+    if let Some(stops) = sidecars::terminate_in_order(observed, grace, pod) {
+        return Plan {
+            actions: stops,
+            backing_off: Vec::new(),
+        };
+    }
     let mut actions = stop_running(observed, grace, StopReason::Terminating);
     actions.extend(
         observed
@@ -224,6 +246,8 @@ fn stop_running(observed: &PodRuntime, grace: Duration, reason: StopReason) -> V
         })
         .collect()
 }
+
+mod sidecars;
 
 struct Planner<'a> {
     uid: &'a str,
@@ -329,16 +353,26 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Returns true when every init container has succeeded (or app containers already run).
+    /// Returns true when app containers may run: every regular init container has succeeded
+    /// and every sidecar has started (or app containers already run). Sidecars are kept running
+    /// (restarted whatever the policy) until the app containers are done.
     fn run_init_containers(&mut self, sandbox: &str, policy: Policy, grace: Duration) -> bool {
         let apps_started = self
             .app_specs()
             .iter()
             .any(|c| self.observed.latest(sandbox, &c.name).is_some());
-        if apps_started {
-            return true;
-        }
+        let apps_done = apps_started && self.apps_finished(sandbox, policy);
         for (index, spec) in self.init_specs().iter().enumerate() {
+            if sidecars::is_sidecar(spec) {
+                let started = apps_done || self.keep_sidecar(sandbox, index, spec, grace);
+                if !started && !apps_started {
+                    return false;
+                }
+                continue;
+            }
+            if apps_started {
+                continue;
+            }
             let Some(latest) = self.observed.latest(sandbox, &spec.name) else {
                 self.start(Target::Init(index), None);
                 return false;
@@ -387,8 +421,14 @@ impl<'a> Planner<'a> {
                 active = true;
                 continue;
             };
+            let kill = self.observed.probes.get(&latest.id).and_then(|r| r.kill);
             match latest.state {
-                RunState::Running if latest.hash == hash => active = true,
+                RunState::Running if latest.hash == hash => {
+                    if let Some(kill) = kill {
+                        self.kill_unhealthy(&latest, kill, policy, grace);
+                    }
+                    active = true;
+                }
                 RunState::Running => {
                     self.plan.actions.push(Action::StopContainer {
                         id: latest.id.clone(),
@@ -420,12 +460,29 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        if !active {
+        if !active && !self.stop_last_sidecar(sandbox, grace) {
             // Complete (or failed under Never): free the sandbox's network and processes.
             self.plan.actions.push(Action::StopSandbox {
                 id: sandbox.to_owned(),
             });
         }
+    }
+
+    /// Upstream kills a container that failed liveness or startup; unless the policy is
+    /// `Never`, the next round restarts it as any exited container, through CrashLoopBackOff
+    /// (upstream's `doBackOff` on the start that follows the kill), so a container that keeps
+    /// failing its probe backs off.
+    fn kill_unhealthy(&mut self, latest: &Container, kill: Kill, policy: Policy, grace: Duration) {
+        let restart = policy != Policy::Never;
+        self.plan.actions.push(Action::StopContainer {
+            id: latest.id.clone(),
+            name: latest.name.clone(),
+            grace: kill.grace.unwrap_or(grace),
+            reason: StopReason::ProbeFailed {
+                kind: kill.kind,
+                restart,
+            },
+        });
     }
 
     /// Stops running containers of the current sandbox whose name the spec no longer has.
@@ -451,13 +508,22 @@ impl<'a> Planner<'a> {
         self.plan.actions.extend(stops);
     }
 
-    /// Keeps the newest dead instance per container name and the newest sandbox; removes the rest
-    /// (upstream's container GC keeps one dead container per pod container by default).
+    /// Keeps the newest dead instance per container name (beside a running one: it is the
+    /// status's `lastState`) and the newest sandbox; removes the rest (upstream's container GC
+    /// keeps `MaxPerPodContainer` = 1 dead container per pod container by default).
     fn collect_garbage(&mut self, sandbox: &str) {
+        let is_dead = |c: &Container| matches!(c.state, RunState::Exited | RunState::Unknown);
+        let newest_dead = |name: &str| {
+            self.observed
+                .containers
+                .iter()
+                .filter(|c| c.name == name && is_dead(c))
+                .max_by_key(|c| (c.created_at, c.restart_count))
+        };
         for container in &self.observed.containers {
-            let newest = self.observed.latest_anywhere(&container.name);
-            let dead = matches!(container.state, RunState::Exited | RunState::Unknown);
-            if dead && newest.is_some_and(|n| n.id != container.id) {
+            if is_dead(container)
+                && newest_dead(&container.name).is_some_and(|n| n.id != container.id)
+            {
                 self.plan.actions.push(Action::RemoveContainer {
                     id: container.id.clone(),
                 });
@@ -476,10 +542,11 @@ impl<'a> Planner<'a> {
             }
             let keeps_latest = self.observed.containers.iter().any(|c| {
                 c.sandbox_id == old.id
-                    && self
+                    && (self
                         .observed
                         .latest_anywhere(&c.name)
                         .is_some_and(|n| n.id == c.id)
+                        || newest_dead(&c.name).is_some_and(|n| n.id == c.id))
             });
             if !busy && !keeps_latest {
                 self.plan

@@ -79,6 +79,7 @@ fn observed(sandboxes: Vec<Sandbox>, containers: Vec<Container>) -> PodRuntime {
     PodRuntime {
         sandboxes,
         containers,
+        ..PodRuntime::default()
     }
 }
 
@@ -338,9 +339,11 @@ fn only_the_newest_dead_instance_is_kept() {
         vec![sandbox("sb", true, 0)],
         vec![
             ctr(&pod, "sb", "a", RunState::Exited, 1, 0),
-            ctr(&pod, "sb", "a", RunState::Running, 0, 1),
+            ctr(&pod, "sb", "a", RunState::Exited, 1, 1),
+            ctr(&pod, "sb", "a", RunState::Running, 0, 2),
         ],
     );
+    // The newest dead one stays beside the running one (it is the status's lastState).
     assert_eq!(
         run(&pod, &obs, 3 * S).actions,
         [Action::RemoveContainer { id: "a-0".into() }]
@@ -357,7 +360,7 @@ fn termination_stops_then_removes_everything() {
     let grace = Duration::from_secs(3);
     let plan = plan(
         UID,
-        Desired::Terminate { grace },
+        Desired::Terminate { grace, pod: None },
         &obs,
         &Backoff::default(),
         S,
@@ -385,6 +388,7 @@ fn plan_for_nothing() -> super::plan::Plan {
         UID,
         Desired::Terminate {
             grace: Duration::ZERO,
+            pod: None,
         },
         &PodRuntime::default(),
         &Backoff::default(),
@@ -447,7 +451,7 @@ proptest! {
             .map(|(i, s)| ctr(&pod, "sb", "a", *s, 0, i64::try_from(i).unwrap()))
             .collect();
         let obs = observed(vec![sandbox("sb", ready, 0)], containers.clone());
-        let plan = plan(UID, Desired::Terminate { grace: Duration::from_secs(1) }, &obs, &Backoff::default(), 0);
+        let plan = plan(UID, Desired::Terminate { grace: Duration::from_secs(1), pod: None }, &obs, &Backoff::default(), 0);
         let builds = |a: &Action| matches!(a, Action::StartContainer { .. } | Action::CreateSandbox { .. });
         prop_assert!(!plan.actions.iter().any(builds), "termination built something: {:?}", plan.actions);
         let removed = plan.actions.iter().filter(|a| matches!(a, Action::RemoveContainer { .. })).count();
@@ -455,4 +459,169 @@ proptest! {
         let removes_sandbox = plan.actions.contains(&Action::RemoveSandbox { id: "sb".into() });
         prop_assert!(removes_sandbox, "sandbox kept: {:?}", plan.actions);
     }
+}
+
+/// `pod` whose first init container `side` is a sidecar (with a startup probe when asked).
+fn sidecar_pod(policy: &str, startup_probe: bool) -> Pod {
+    let mut pod = pod(policy, &["side", "setup"], &["a"]);
+    let side = &mut pod.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0];
+    side.restart_policy = Some("Always".into());
+    if startup_probe {
+        side.startup_probe = Some(k8s_openapi::api::core::v1::Probe::default());
+    }
+    pod
+}
+
+#[test]
+fn a_sidecar_starts_first_and_the_next_init_waits_until_it_has_started() {
+    let pod = sidecar_pod("Always", true);
+    let none = observed(vec![sandbox("sb", true, 0)], vec![]);
+    assert_eq!(
+        run(&pod, &none, S).actions,
+        [start(Target::Init(0), 0, None)]
+    );
+    let mut side_running = observed(
+        vec![sandbox("sb", true, 0)],
+        vec![ctr(&pod, "sb", "side", RunState::Running, 0, 0)],
+    );
+    assert_eq!(
+        run(&pod, &side_running, S).actions,
+        [],
+        "startup probe not passed yet"
+    );
+    side_running.probes.insert(
+        "side-0".into(),
+        crate::probe::ProbeResults {
+            startup: Some(true),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        run(&pod, &side_running, S).actions,
+        [start(Target::Init(1), 0, None)]
+    );
+    side_running
+        .containers
+        .push(ctr(&pod, "sb", "setup", RunState::Exited, 0, 1));
+    assert_eq!(
+        run(&pod, &side_running, 3 * S).actions,
+        [start(Target::App(0), 0, None)]
+    );
+}
+
+#[test]
+fn a_sidecar_is_restarted_whatever_the_policy_until_the_apps_are_done() {
+    let pod = sidecar_pod("Never", false);
+    let side_exited = ctr(&pod, "sb", "side", RunState::Exited, 0, 0);
+    let setup = ctr(&pod, "sb", "setup", RunState::Exited, 0, 1);
+    let app_running = ctr(&pod, "sb", "a", RunState::Running, 0, 2);
+    let obs = observed(
+        vec![sandbox("sb", true, 0)],
+        vec![side_exited.clone(), setup.clone(), app_running],
+    );
+    let key = backoff_key(UID, "side", &hash_of(&pod, "side"));
+    assert_eq!(
+        run(&pod, &obs, 5 * S).actions,
+        [start(Target::Init(0), 1, Some(key))],
+        "restarted under Never while the app runs"
+    );
+    // The app succeeded: the sidecar is not restarted and the sandbox stops.
+    let app_done = ctr(&pod, "sb", "a", RunState::Exited, 0, 2);
+    let obs = observed(
+        vec![sandbox("sb", true, 0)],
+        vec![side_exited, setup.clone(), app_done.clone()],
+    );
+    assert_eq!(
+        run(&pod, &obs, 5 * S).actions,
+        [Action::StopSandbox { id: "sb".into() }]
+    );
+    // Still running when the app is done: it is stopped first, the sandbox after.
+    let side_running = ctr(&pod, "sb", "side", RunState::Running, 0, 0);
+    let obs = observed(
+        vec![sandbox("sb", true, 0)],
+        vec![side_running, setup, app_done],
+    );
+    assert_eq!(
+        run(&pod, &obs, 5 * S).actions,
+        [Action::StopContainer {
+            id: "side-0".into(),
+            name: "side".into(),
+            grace: Duration::from_secs(7),
+            reason: StopReason::AppsDone,
+        }]
+    );
+}
+
+#[test]
+fn a_deleted_pod_stops_its_apps_before_its_sidecars() {
+    let pod = sidecar_pod("Always", false);
+    let grace = Duration::from_secs(3);
+    let terminate = |obs: &PodRuntime| {
+        plan(
+            UID,
+            Desired::Terminate {
+                grace,
+                pod: Some(&pod),
+            },
+            obs,
+            &Backoff::default(),
+            9 * S,
+        )
+        .actions
+    };
+    let stop = |name: &str, t: i64| Action::StopContainer {
+        id: format!("{name}-{t}"),
+        name: name.into(),
+        grace,
+        reason: StopReason::Terminating,
+    };
+    let mut obs = observed(
+        vec![sandbox("sb", true, 0)],
+        vec![
+            ctr(&pod, "sb", "side", RunState::Running, 0, 0),
+            ctr(&pod, "sb", "a", RunState::Running, 0, 2),
+        ],
+    );
+    assert_eq!(terminate(&obs), [stop("a", 2)], "the app first");
+    obs.containers[1] = ctr(&pod, "sb", "a", RunState::Exited, 0, 2);
+    assert_eq!(terminate(&obs), [stop("side", 0)], "then the sidecar");
+    obs.containers[0] = ctr(&pod, "sb", "side", RunState::Exited, 0, 0);
+    let rest = terminate(&obs);
+    assert_eq!(
+        rest.first(),
+        Some(&Action::StopSandbox { id: "sb".into() }),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn a_liveness_failure_stops_the_container_and_the_restart_goes_through_back_off() {
+    let pod = pod("Always", &[], &["a"]);
+    let mut obs = observed(
+        vec![sandbox("sb", true, 0)],
+        vec![ctr(&pod, "sb", "a", RunState::Running, 0, 0)],
+    );
+    obs.probes.insert(
+        "a-0".into(),
+        crate::probe::ProbeResults {
+            kill: Some(crate::probe::Kill {
+                kind: crate::probe::Kind::Liveness,
+                grace: Some(Duration::from_secs(2)),
+            }),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        run(&pod, &obs, S).actions,
+        [Action::StopContainer {
+            id: "a-0".into(),
+            name: "a".into(),
+            grace: Duration::from_secs(2),
+            reason: StopReason::ProbeFailed {
+                kind: crate::probe::Kind::Liveness,
+                restart: true,
+            },
+        }],
+        "the probe's grace; the restart is the next round's, with back-off"
+    );
 }

@@ -1,7 +1,10 @@
 //! What the runtime holds for one pod, as the planner sees it: sandboxes and containers rebuilt
 //! from CRI lists and the upstream labels (design decision 2: no local database).
 
+use std::collections::HashMap;
+
 pub use crate::clock::Nanos;
+use crate::probe::ProbeResults;
 
 /// One pod sandbox of the pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +68,9 @@ pub struct Waiting {
 pub struct PodRuntime {
     pub sandboxes: Vec<Sandbox>,
     pub containers: Vec<Container>,
+    /// What the prober concluded about running instances, by container ID (the worker fills it
+    /// in after observing; an instance without probes has no entry).
+    pub probes: HashMap<String, ProbeResults>,
 }
 
 impl PodRuntime {

@@ -12,11 +12,14 @@ use tokio_util::sync::CancellationToken;
 use super::{
     backoff::{Backoff, Memory},
     execute::{ExecuteError, Executor},
+    hooks,
     observe::Observer,
     plan::{BackingOff, Desired, Plan, backoff_key, plan},
-    state::{Nanos, PodRuntime, Waiting},
+    spec::NodeContext,
+    state::{Nanos, PodRuntime, RunState, Waiting},
 };
 use crate::cri::Cri;
+use crate::probe::{Instance, PodProbes};
 
 /// What a worker is told to make of its pod.
 #[derive(Debug, Clone)]
@@ -82,22 +85,23 @@ pub async fn run(
     let mut error_pause = ERROR_BACKOFF.0;
     let mut adopted = false;
     let runtime: &dyn Cri = executor.runtime();
+    let mut probes = executor.pod_probes(&wake, &cancel);
     // The runtime as last observed, while nothing has acted on it since (the worker paused).
     let mut quiet: Option<PodRuntime> = None;
     loop {
         let want = desired.borrow_and_update().clone();
         // Woken by an exit the runtime's events reported: the status says so now, from the
         // quiet view, before the two CRI round trips of the observation below.
-        if let Some(view) = quiet
-            .take()
-            .and_then(|view| Observer::with_recorded_exits(runtime, &view))
-        {
-            let now = executor.clock().wall_nanos();
-            plan_and_publish(&uid, &want, &view, &memory, status.as_ref(), now);
+        if let Some(view) = quiet.take() {
+            let sink = status.as_ref();
+            publish_recorded_exits(&uid, &want, &view, &mut probes, &executor, &memory, sink);
         }
-        let observed = match runtime_view.observe_pod(runtime, &uid).await {
-            Ok(observed) => observed,
-            Err(error) => {
+        // Cancellable: a loaded runtime answers slowly, and observing changes nothing.
+        let observation = cancel.run_until_cancelled(runtime_view.observe_pod(runtime, &uid));
+        let mut observed = match observation.await {
+            None => return,
+            Some(Ok(observed)) => observed,
+            Some(Err(error)) => {
                 tracing::warn!(%uid, %error, "observing pod failed");
                 if pause(&mut desired, &wake, &cancel, Some(error_pause)).await {
                     return;
@@ -106,6 +110,7 @@ pub async fn run(
                 continue;
             }
         };
+        sync_probes(&mut probes, &want, &mut observed, executor.node());
         if !adopted {
             adopted = true;
             recover_backoff(&uid, &observed, &mut memory.restarts);
@@ -189,7 +194,10 @@ fn plan_and_publish(
 ) -> Plan {
     let desired = match want {
         DesiredState::Run(pod) => Desired::Run(pod),
-        DesiredState::Terminate { grace, .. } => Desired::Terminate { grace: *grace },
+        DesiredState::Terminate { grace, pod } => Desired::Terminate {
+            grace: *grace,
+            pod: pod.as_deref(),
+        },
     };
     let round = plan(uid, desired, observed, &memory.restarts, now);
     if let Some(pod) = want.pod() {
@@ -205,6 +213,54 @@ fn plan_and_publish(
         );
     }
     round
+}
+
+/// Publishes the quiet view with the exits the runtime's events recorded since, if any.
+fn publish_recorded_exits(
+    uid: &str,
+    want: &DesiredState,
+    quiet: &PodRuntime,
+    probes: &mut PodProbes,
+    executor: &Executor,
+    memory: &Memory,
+    status: &dyn StatusSink,
+) {
+    let Some(mut view) = Observer::with_recorded_exits(executor.runtime(), quiet) else {
+        return;
+    };
+    sync_probes(probes, want, &mut view, executor.node());
+    let now = executor.clock().wall_nanos();
+    plan_and_publish(uid, want, &view, memory, status, now);
+}
+
+/// Keeps the pod's probes in step with its running containers (those of the newest sandbox;
+/// none once the pod is being terminated) and puts their results into `observed`.
+fn sync_probes(
+    probes: &mut PodProbes,
+    want: &DesiredState,
+    observed: &mut PodRuntime,
+    node: &NodeContext,
+) {
+    let sandbox = observed.newest_sandbox();
+    let (Some(pod), DesiredState::Run(_)) = (want.pod(), want) else {
+        probes.stop_all();
+        observed.probes.clear();
+        return;
+    };
+    let pod_ip = hooks::pod_ip(pod, sandbox.and_then(|s| s.ip.as_deref()), node);
+    let running: Vec<Instance<'_>> = observed
+        .containers
+        .iter()
+        .filter(|c| c.state == RunState::Running)
+        .filter(|c| sandbox.is_some_and(|s| s.id == c.sandbox_id))
+        .map(|c| Instance {
+            id: &c.id,
+            name: &c.name,
+            started_at: c.started_at,
+        })
+        .collect();
+    probes.sync(pod, &running, pod_ip);
+    observed.probes = probes.results();
 }
 
 /// Continues the crash-loop backoff of containers found in the runtime (a kernlet restart):

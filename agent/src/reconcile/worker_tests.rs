@@ -49,6 +49,47 @@ async fn a_new_pod_gets_its_sandbox_then_its_container() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_container_that_cannot_start_does_not_keep_its_sibling_from_running() {
+    let h = Harness::new();
+    let containers = serde_json::json!({"containers": [
+        {"name": "broken", "image": "missing/app:1", "imagePullPolicy": "IfNotPresent"},
+        {"name": "app", "image": "busybox:1", "imagePullPolicy": "IfNotPresent"},
+    ]});
+    let worker = h.worker(
+        "uid-two",
+        DesiredState::Run(Arc::new(pod("uid-two", "two", containers))),
+    );
+    // One round starts what it can; the next, after the error pause, publishes the reasons.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let app = h.fake.instances("app");
+    assert_eq!(app.len(), 1, "the startable container was created");
+    assert_eq!(app[0].state, RUNNING);
+    assert!(h.fake.instances("broken").is_empty());
+    let report = h.reports.report("uid-two").unwrap();
+    let reason = report.waiting.get("broken").map(|w| w.reason.as_str());
+    assert!(
+        matches!(reason, Some("ErrImagePull" | "ImagePullBackOff")),
+        "its own waiting reason: {reason:?}"
+    );
+    assert!(!report.waiting.contains_key("app"));
+
+    // Later rounds retry only the broken one and leave the running one alone.
+    h.fake.clear_calls();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let calls = writes(&h.fake.calls());
+    assert!(calls.contains(&"PullImage"), "{calls:?}");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| ["CreateContainer", "StopContainer"].contains(c)),
+        "{calls:?}"
+    );
+    assert_eq!(h.fake.instances("app")[0].id, app[0].id);
+    worker.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_running_pod_is_adopted_without_stopping_or_creating_anything() {
     let h = Harness::new();
     let web = pod("uid-web", "web", serde_json::json!({}));
@@ -62,15 +103,19 @@ async fn a_running_pod_is_adopted_without_stopping_or_creating_anything() {
     let worker = h.worker("uid-web", DesiredState::Run(Arc::new(web)));
     tokio::time::sleep(Duration::from_mins(1)).await;
 
-    // Only the older dead instance is garbage-collected, as upstream keeps the newest only.
-    assert_eq!(writes(&h.fake.calls()), ["RemoveContainer"]);
+    // Nothing is written: the dead instance is the newest dead one, kept as upstream's GC
+    // keeps one (it is the status's lastState).
+    assert_eq!(writes(&h.fake.calls()), Vec::<&str>::new());
     let app = h.fake.instances("app");
-    assert_eq!(app.len(), 1);
+    assert_eq!(app.len(), 2);
+    let now_running: Vec<_> = app.iter().filter(|c| c.state == RUNNING).collect();
+    assert_eq!(now_running.len(), 1);
+    assert_eq!(now_running[0].id, running);
     assert_eq!(
-        (app[0].id.as_str(), app[0].state),
-        (running.as_str(), RUNNING)
+        restart_count(now_running[0]),
+        3,
+        "the restart count is kept"
     );
-    assert_eq!(restart_count(&app[0]), 3, "the restart count is kept");
     worker.stop().await;
 }
 

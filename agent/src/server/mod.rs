@@ -10,7 +10,7 @@
 //!   [`Summary`](summary::Summary) as pretty JSON; `only_cpu_and_memory=true` (in the query, or
 //!   in a form-encoded POST body, exactly once) serves the CPU-and-memory subset. Without stats the
 //!   answer is upstream's `500 Internal Error: <reason>`;
-//! - `/metrics`, `/metrics/cadvisor`, `/metrics/resource` (any method, as Go's `promhttp`
+//! - `/metrics`, `/metrics/cadvisor`, `/metrics/resource`, `/metrics/probes` (any method, as Go's `promhttp`
 //!   handlers take): Prometheus text format 0.0.4, see [`crate::stats::metrics`]; without stats
 //!   they still answer 200, with `resource_scrape_error 1` / `container_scrape_error 1`;
 //! - any other path: 404 `404 page not found` (Go's `http.NotFound`); another method on a known
@@ -45,6 +45,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MetricKinds, UnknownMetricKind};
+use crate::probe::ProbeMetrics;
 use crate::stats::metrics::{self, Metrics};
 use crate::stats::store::{NoStats, StatsProvider};
 use crate::stats::summary;
@@ -63,6 +64,8 @@ pub struct Providers {
     pub pods: Arc<dyn PodsProvider>,
     pub stats: Arc<dyn StatsProvider>,
     pub metrics: Arc<Metrics>,
+    /// What the probes counted (`/metrics/probes`).
+    pub probes: Arc<ProbeMetrics>,
     /// The metric kinds `/metrics/cadvisor` serves (`--disable-metrics` takes some away).
     pub metric_kinds: MetricKinds,
 }
@@ -75,6 +78,7 @@ impl Providers {
             pods,
             stats: Arc::new(NoStats),
             metrics: Arc::new(Metrics::new()),
+            probes: Arc::new(ProbeMetrics::new()),
             metric_kinds: MetricKinds::ALL,
         }
     }
@@ -287,6 +291,7 @@ fn route(
         "/healthz" => respond(StatusCode::OK, TEXT, "ok"),
         "/stats/summary" => stats_summary(providers, only_cpu_and_memory(query, form)),
         "/metrics" => metrics_response(providers.metrics.render()),
+        "/metrics/probes" => metrics_response(metrics::probes::render(&providers.probes)),
         "/metrics/resource" => {
             let summary = providers.stats.summary();
             metrics_response(metrics::resource::render(summary.as_ref()))

@@ -290,6 +290,7 @@ mod stats_routes {
             pods,
             stats,
             metrics,
+            probes: Arc::new(crate::probe::ProbeMetrics::new()),
             metric_kinds,
         };
         let task = tokio::spawn(serve(listener, providers, cancel.clone()));

@@ -37,13 +37,7 @@ use crate::reconcile::plan::BackingOff;
 use crate::reconcile::state::{Nanos, PodRuntime, Waiting};
 use crate::resources::get_pod_qos;
 
-/// What the prober last concluded for one container instance; `None`: no result yet (upstream
-/// then treats a container with that probe as not started / not ready).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProbeResults {
-    pub startup: Option<bool>,
-    pub readiness: Option<bool>,
-}
+pub use crate::probe::ProbeResults;
 
 /// Everything [`pod_status`] reads.
 #[derive(Debug, Clone)]

@@ -227,7 +227,7 @@ impl StatusSink for StatusStore {
             runtime_name: &self.runtime_name,
             waiting: &report.waiting,
             backing_off: &report.backing_off,
-            probes: &HashMap::new(),
+            probes: &report.runtime.probes,
             host_ips: &self.host_ips,
             start_time: None,
             terminating: report.terminating,
@@ -428,6 +428,7 @@ mod tests {
                     ip: None,
                 }],
                 containers: vec![container],
+                ..PodRuntime::default()
             };
             report
         };

@@ -9,8 +9,11 @@
 //!   event, `/stats/summary` latency.
 //! - [`density`]: kernlet against the upstream kubelet with 10, 50 and 110 pods in the node VM:
 //!   start-up, CPU, RSS, endpoint latency, spec-change and exit-to-status latency, as ratios.
+//! - [`probes`]: kernlet's CPU per probe execution and probe latency, against the same calls
+//!   issued directly.
 pub mod cgroups;
 pub mod density;
+pub mod probes;
 pub mod readers;
 pub mod startup;
 pub mod stats;
@@ -50,6 +53,9 @@ pub enum Bench {
     /// kernlet against the upstream kubelet with 10, 50 and 110 static pods in the node VM:
     /// start-up, CPU, RSS, endpoint latency, spec change and exit-to-status latency, as ratios.
     Density(density::DensityArgs),
+    /// 100 pods with exec, httpGet and tcpSocket probes every second: kernlet's CPU per probe
+    /// execution and probe latency, against the same calls issued directly; needs root.
+    Probes(probes::ProbesArgs),
 }
 
 pub fn cli(args: &BenchArgs) -> Result<()> {
@@ -59,6 +65,7 @@ pub fn cli(args: &BenchArgs) -> Result<()> {
         Bench::Readers(args) => readers::cli(args),
         Bench::Stats(args) => stats::cli(args),
         Bench::Density(args) => density::cli(args),
+        Bench::Probes(args) => probes::cli(args),
     }
 }
 

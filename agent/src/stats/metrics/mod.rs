@@ -1,6 +1,6 @@
 //! The kubelet's Prometheus endpoints: `/metrics/resource` ([`resource`]), `/metrics/cadvisor`
 //! ([`cadvisor`], with kernlet's eBPF extras from [`ebpf`]) and kernlet's own `/metrics`
-//! ([`own`]).
+//! ([`own`]), and the prober's `/metrics/probes` ([`probes`]).
 //!
 //! Exposition is the text format 0.0.4, written by the `prometheus` crate (tikv/rust-prometheus)
 //! from `MetricFamily` values. That crate was chosen over `prometheus-client` because its text
@@ -16,6 +16,7 @@
 pub mod cadvisor;
 pub mod ebpf;
 pub mod own;
+pub mod probes;
 pub mod resource;
 
 #[cfg(test)]

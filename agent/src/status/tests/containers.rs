@@ -318,7 +318,13 @@ fn status_started_and_ready_follow_probes() {
         let app = app(&status, "app");
         (app.started, app.ready)
     };
-    let ok = |startup, readiness| Some(ProbeResults { startup, readiness });
+    let ok = |startup, readiness| {
+        Some(ProbeResults {
+            startup,
+            readiness,
+            kill: None,
+        })
+    };
     let cases = [
         ("no probes", (false, false, None), (Some(true), true)),
         (

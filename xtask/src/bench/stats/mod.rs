@@ -298,7 +298,7 @@ impl CpuCgroup {
     }
 
     /// Moves process `pid` (all its threads) into the cgroup.
-    fn adopt(&self, pid: u32) -> Result<()> {
+    pub(super) fn adopt(&self, pid: u32) -> Result<()> {
         let procs = self.dir.join("cgroup.procs");
         fs::write(&procs, pid.to_string()).with_context(|| format!("writing {}", procs.display()))
     }
