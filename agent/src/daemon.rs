@@ -3,7 +3,7 @@
 //! runs until cancelled. Stopping kernlet never stops pods: they belong to the
 //! runtime, and a restarted kernlet adopts them from the runtime's labels.
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, PoisonError},
 };
@@ -31,14 +31,14 @@ use crate::{
         spec::{DnsSettings, NodeContext, ResolvConf},
     },
     resources::Amounts,
-    server::{self, Providers},
+    server::{self, HealthChecks, Providers},
     stats::{
         collect::{Collector, CollectorConfig},
         metrics::Metrics,
         store::StatsStore,
     },
     status::store::StatusStore,
-    supervise::{Faults, TaskRestarts, supervise},
+    supervise::{Faults, Heartbeat, TaskRestarts, supervise},
 };
 
 /// Where the cgroup hierarchy is mounted.
@@ -52,12 +52,17 @@ pub enum DaemonError {
     Runtime(#[from] CriError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    ServerSetup(#[from] server::SetupError),
 }
 
 /// Runs the agent until `cancel` fires.
 pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(), DaemonError> {
     tracing::info!(node = %config.node_name, "kernlet starting");
     let proc_root = Path::new("/proc");
+    let host_ips = node::host_ips(&config.node_ips, proc_root);
+    // Checked before anything starts. No API client yet: webhook authn/authz refuse to start.
+    let endpoints = server::endpoints(&config, &host_ips, None)?;
     let capacity = node_capacity(proc_root);
     let cgroup_settings = cgroup::node_settings(&config, &capacity, &kernel_release(proc_root));
     let memory_qos = config.cgroups_per_qos && cgroup_settings.pods.memory_qos;
@@ -71,25 +76,13 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     let mount = v2_mount();
     let probes = load_probes(&mount, cgroups.as_deref(), &metrics);
 
-    let cri = CriConfig {
-        endpoint: config.container_runtime_endpoint.clone(),
-        image_endpoint: config.image_service_endpoint.clone(),
-        request_timeout: config.runtime_request_timeout,
+    let Some(runtime) = connect_runtime(&config, &metrics, &cancel).await? else {
+        return Ok(());
     };
-    let runtime = match Runtime::connect_with_backoff(&cri, &cancel).await {
-        Ok(runtime) => runtime,
-        Err(CriError::Cancelled { .. }) => return Ok(()),
-        Err(error) => return Err(error.into()),
-    };
-    let observed = metrics.clone();
-    let runtime = runtime.with_observer(Arc::new(move |method, took| {
-        observed.observe_cri_call(method, took);
-    }));
     let version = runtime.version();
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version,
         api = %version.runtime_api_version, "container runtime connected");
 
-    let host_ips = node::host_ips(&config.node_ips, proc_root);
     let mut node = node_context(&config, host_ips.clone(), &capacity);
     node.memory_qos = memory_qos;
     // The reconciler's client sees exits from containerd's events before CRI records them.
@@ -111,89 +104,39 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     );
     let wakers = Wakers::default();
 
-    let stats = Arc::new(StatsStore::default());
-    let collector = Collector::new(
-        CollectorConfig {
-            interval: config.housekeeping_interval,
-            mount,
-            proc_root: proc_root.to_owned(),
-            node_name: config.node_name.clone(),
-            root_dir: config.root_dir.clone(),
-            pod_logs_dir: config.pod_logs_dir.clone(),
-        },
-        store.clone(),
-        runtime.clone(),
-        cgroups,
-        probes,
-        metrics.clone(),
-        stats.clone(),
+    let mut supervisor = Supervisor::new(&metrics, &cancel);
+    let restarts = supervisor.restarts.clone();
+
+    let stats = spawn_stats(
+        &mut supervisor,
+        &config,
+        (store.clone(), runtime.clone(), cgroups),
+        (probes, mount, metrics.clone()),
+        &cancel,
     );
-
-    let restarts = Arc::new(TaskRestarts::default());
-    metrics.track_task_restarts(restarts.clone());
-    let mut supervisor = Supervisor {
-        restarts: restarts.clone(),
-        cancel: cancel.clone(),
-        tasks: tokio::task::JoinSet::new(),
+    let relisted = Arc::new(Heartbeat::default());
+    let providers = Providers {
+        pods: store.clone(),
+        stats,
+        metrics: metrics.clone(),
+        probes: probe_metrics.clone(),
+        metric_kinds: MetricKinds::ALL.without(config.disabled_metrics),
+        runtime: Some(runtime.clone()),
+        health: HealthChecks::kubelet(relisted.clone(), config.sync_frequency),
+        configz: Arc::new(crate::config::configz(&config)),
     };
-
-    let collector = Arc::new(tokio::sync::Mutex::new(collector));
-    supervisor.spawn("stats", {
-        let cancel = cancel.clone();
-        move || {
-            let (collector, cancel) = (collector.clone(), cancel.clone());
-            async move { collector.lock().await.run(cancel).await }
-        }
-    });
-    if config.enable_server {
-        let addr = SocketAddr::new(config.address, config.port);
-        // Bound here so that a port in use stops kernlet at once; a restarted server binds again.
-        let first = Arc::new(std::sync::Mutex::new(Some(server::bind(addr).await?)));
-        tracing::info!(%addr, "serving the kubelet API: /pods, /healthz, /stats/summary, /metrics/*");
-        let providers = Providers {
-            pods: store.clone(),
-            stats,
-            metrics: metrics.clone(),
-            probes: probe_metrics.clone(),
-            metric_kinds: MetricKinds::ALL.without(config.disabled_metrics),
-        };
-        let cancel = cancel.clone();
-        supervisor.spawn("server", move || {
-            let (first, providers, cancel) = (first.clone(), providers.clone(), cancel.clone());
-            async move {
-                let taken = first.lock().unwrap_or_else(PoisonError::into_inner).take();
-                let listener = match taken {
-                    Some(listener) => listener,
-                    None => match server::bind(addr).await {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::error!(%error, "http server cannot listen again");
-                            return;
-                        }
-                    },
-                };
-                if let Err(error) = server::serve(listener, providers, cancel).await {
-                    tracing::error!(%error, "http server stopped");
-                }
-            }
-        });
+    for planned in endpoints {
+        serve_endpoint(&mut supervisor, planned, providers.clone(), &cancel).await?;
     }
     let faults = Arc::new(faults());
-    let exit_counts = Arc::new(ExitCounts::default());
-    metrics.track_exit_watches(exit_counts.clone());
-    supervisor.spawn("pleg", {
-        let (runtime, wakers, cancel) = (runtime.clone(), wakers.clone(), cancel.clone());
-        let task_events = !faults.no_task_events();
-        move || {
-            let (runtime, wakers) = (runtime.clone(), wakers.clone());
-            let exits = pleg::ExitSources {
-                counts: exit_counts.clone(),
-                records: exit_records.clone(),
-                task_events,
-            };
-            pleg::run(runtime, wakers, exits, cancel.clone())
-        }
-    });
+    spawn_pleg(
+        &mut supervisor,
+        &runtime,
+        &wakers,
+        &metrics,
+        exit_records,
+        (!faults.no_task_events(), relisted),
+    );
     if let Some(rotation) = crate::logs::LogRotation::from_config(&config) {
         let (runtime, cancel) = (runtime.clone(), cancel.clone());
         supervisor.spawn("log-rotation", move || {
@@ -201,24 +144,7 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
         });
     }
     let pods = Arc::new(PodStore::default());
-    if let Some(path) = config.static_pod_path.clone() {
-        pods.register(FILE_SOURCE);
-        let source = StaticPodSource::new(path, config.node_name.clone());
-        metrics.track_manifest_errors(source.manifest_errors_counter());
-        let (pods, cancel) = (pods.clone(), cancel.clone());
-        supervisor.spawn("static-pod-source", move || {
-            let (source, pods, cancel) = (source.clone(), pods.clone(), cancel.clone());
-            async move {
-                let (tx, rx) = watch::channel(Snapshot::default());
-                tokio::join!(
-                    source.run(tx, cancel.clone()),
-                    follow_snapshots(rx, pods, FILE_SOURCE, cancel),
-                );
-            }
-        });
-    } else {
-        tracing::info!("no staticPodPath and no API server: nothing to run");
-    }
+    spawn_static_pods(&mut supervisor, &config, &pods, &metrics, &cancel);
     let manager = Arc::new(manager::Context {
         executor,
         status: store,
@@ -248,6 +174,17 @@ struct Supervisor {
 }
 
 impl Supervisor {
+    /// No tasks yet; restarts are counted into `metrics`.
+    fn new(metrics: &Metrics, cancel: &CancellationToken) -> Self {
+        let restarts = Arc::new(TaskRestarts::default());
+        metrics.track_task_restarts(restarts.clone());
+        Self {
+            restarts,
+            cancel: cancel.clone(),
+            tasks: tokio::task::JoinSet::new(),
+        }
+    }
+
     fn spawn<F, Fut>(&mut self, task: &'static str, make: F)
     where
         F: FnMut() -> Fut + Send + 'static,
@@ -260,6 +197,161 @@ impl Supervisor {
             make,
         ));
     }
+}
+
+/// The container runtime, its calls timed into `metrics`; `None` when cancelled first.
+async fn connect_runtime(
+    config: &KubeletConfig,
+    metrics: &Arc<Metrics>,
+    cancel: &CancellationToken,
+) -> Result<Option<Runtime>, DaemonError> {
+    let cri = CriConfig {
+        endpoint: config.container_runtime_endpoint.clone(),
+        image_endpoint: config.image_service_endpoint.clone(),
+        request_timeout: config.runtime_request_timeout,
+    };
+    let runtime = match Runtime::connect_with_backoff(&cri, cancel).await {
+        Ok(runtime) => runtime,
+        Err(CriError::Cancelled { .. }) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let observed = metrics.clone();
+    Ok(Some(runtime.with_observer(Arc::new(
+        move |method, took| {
+            observed.observe_cri_call(method, took);
+        },
+    ))))
+}
+
+/// The stats collector; its store is what the server serves.
+fn spawn_stats(
+    supervisor: &mut Supervisor,
+    config: &KubeletConfig,
+    (store, runtime, cgroups): (Arc<StatusStore>, Runtime, Option<Arc<CgroupManager>>),
+    (probes, mount, metrics): (Option<Probes>, PathBuf, Arc<Metrics>),
+    cancel: &CancellationToken,
+) -> Arc<StatsStore> {
+    let stats = Arc::new(StatsStore::default());
+    let collector = Collector::new(
+        CollectorConfig {
+            interval: config.housekeeping_interval,
+            mount,
+            proc_root: PathBuf::from("/proc"),
+            node_name: config.node_name.clone(),
+            root_dir: config.root_dir.clone(),
+            pod_logs_dir: config.pod_logs_dir.clone(),
+        },
+        store,
+        runtime,
+        cgroups,
+        probes,
+        metrics,
+        stats.clone(),
+    );
+    let collector = Arc::new(tokio::sync::Mutex::new(collector));
+    let cancel = cancel.clone();
+    supervisor.spawn("stats", move || {
+        let (collector, cancel) = (collector.clone(), cancel.clone());
+        async move { collector.lock().await.run(cancel).await }
+    });
+    stats
+}
+
+/// The PLEG: container events, exits, and the relist safety net.
+fn spawn_pleg(
+    supervisor: &mut Supervisor,
+    runtime: &Runtime,
+    wakers: &Wakers,
+    metrics: &Metrics,
+    exit_records: ExitRecords,
+    (task_events, relisted): (bool, Arc<Heartbeat>),
+) {
+    let exit_counts = Arc::new(ExitCounts::default());
+    metrics.track_exit_watches(exit_counts.clone());
+    let (runtime, wakers, cancel) = (runtime.clone(), wakers.clone(), supervisor.cancel.clone());
+    supervisor.spawn("pleg", move || {
+        let (runtime, wakers) = (runtime.clone(), wakers.clone());
+        let exits = pleg::ExitSources {
+            counts: exit_counts.clone(),
+            records: exit_records.clone(),
+            task_events,
+            relisted: relisted.clone(),
+        };
+        pleg::run(runtime, wakers, exits, cancel.clone())
+    });
+}
+
+/// The static pod source (`staticPodPath`), feeding `pods`.
+fn spawn_static_pods(
+    supervisor: &mut Supervisor,
+    config: &KubeletConfig,
+    pods: &Arc<PodStore>,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+) {
+    let Some(path) = config.static_pod_path.clone() else {
+        tracing::info!("no staticPodPath and no API server: nothing to run");
+        return;
+    };
+    pods.register(FILE_SOURCE);
+    let source = StaticPodSource::new(path, config.node_name.clone());
+    metrics.track_manifest_errors(source.manifest_errors_counter());
+    let (pods, cancel) = (pods.clone(), cancel.clone());
+    supervisor.spawn("static-pod-source", move || {
+        let (source, pods, cancel) = (source.clone(), pods.clone(), cancel.clone());
+        async move {
+            let (tx, rx) = watch::channel(Snapshot::default());
+            tokio::join!(
+                source.run(tx, cancel.clone()),
+                follow_snapshots(rx, pods, FILE_SOURCE, cancel),
+            );
+        }
+    });
+}
+
+/// Binds `planned` now, so that a port in use stops kernlet at once, and serves it under
+/// supervision; a restarted server binds again.
+async fn serve_endpoint(
+    supervisor: &mut Supervisor,
+    planned: server::Planned,
+    providers: Providers,
+    cancel: &CancellationToken,
+) -> Result<(), DaemonError> {
+    let server::Planned {
+        addr,
+        endpoint,
+        name,
+    } = planned;
+    let first = Arc::new(std::sync::Mutex::new(Some(server::bind(addr).await?)));
+    let tls = if endpoint.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, endpoint = name, "serving {tls}");
+    let endpoint = Arc::new(endpoint);
+    let cancel = cancel.clone();
+    supervisor.spawn(name, move || {
+        let (first, endpoint) = (first.clone(), endpoint.clone());
+        let (providers, cancel) = (providers.clone(), cancel.clone());
+        async move {
+            let taken = first.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let listener = match taken {
+                Some(listener) => listener,
+                None => match server::bind(addr).await {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::error!(%error, "http server cannot listen again");
+                        return;
+                    }
+                },
+            };
+            if let Err(error) = server::serve(listener, endpoint, providers, cancel).await {
+                tracing::error!(%error, "http server stopped");
+            }
+        }
+    });
+    Ok(())
 }
 
 /// The test-only faults of `KERNLET_FAULT_INJECT` (none when unset).

@@ -24,6 +24,39 @@ pub const RESTART_BACKOFF: (Duration, Duration) =
 /// A task that ran this long before failing starts its backoff afresh.
 const HEALTHY_RUN: Duration = Duration::from_mins(1);
 
+/// When a periodic task last completed a round: what `/healthz` judges the task's liveness by
+/// (upstream's `syncloop` check).
+#[derive(Debug)]
+pub struct Heartbeat {
+    started: tokio::time::Instant,
+    /// Milliseconds after `started` of the last beat; 0 before the first.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Heartbeat {
+    /// A round completed now.
+    pub fn beat(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// How long since the last beat (since creation before the first).
+    #[must_use]
+    pub fn since(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
 /// Restarts per task name, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct TaskRestarts {

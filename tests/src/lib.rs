@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod node;
 pub mod scrape;
+pub mod stream;
 
 /// The cgroup v2 mount point: `/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a
 /// hybrid one.

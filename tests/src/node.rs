@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use xtask::http::TlsClient;
 use xtask::runtime::{Options, RuntimeFixture};
 
 /// Where the kernlet binary is: `KERNLET_BIN` (set by `cargo xtask test` for the node VM), else the workspace's
@@ -40,6 +41,8 @@ pub struct TestNode {
     pub fixture: Option<RuntimeFixture>,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// A client of kernlet's TLS port with the fixture's client certificate.
+    pub client: TlsClient,
     kernlet: Option<Child>,
     binary: PathBuf,
     env: Vec<(String, String)>,
@@ -64,6 +67,7 @@ impl TestNode {
             fs::create_dir_all(dir.path().join(sub))?;
         }
         let port = xtask::http::free_port()?;
+        let pki = fixture.client_pki()?;
         let config = fixture.kernlet_config(
             &dir.path().join("manifests"),
             &dir.path().join("logs"),
@@ -72,12 +76,17 @@ impl TestNode {
                 "resolvConf: \"\"\n{}",
                 extra_yaml.replace("{cgroup_root}", &fixture.cgroup_parent())
             ),
-        );
+        )?;
         fs::write(dir.path().join("config.yaml"), config)?;
         let mut node = Self {
             fixture: Some(fixture),
-            dir,
             port,
+            client: TlsClient {
+                port,
+                pki,
+                server_ca: dir.path().join("root/pki/kubelet.crt"),
+            },
+            dir,
             kernlet: None,
             binary: kernlet_binary()?,
             env: env
@@ -154,7 +163,7 @@ impl TestNode {
 
     /// `GET path` on kernlet's port: the body of a 200 response.
     pub fn get(&self, path: &str) -> Result<String> {
-        xtask::http::get(self.port, path)
+        self.client.get(path)
     }
 
     /// The pods kernlet reports, as JSON objects.

@@ -5,6 +5,11 @@
 //!
 //! The development host has hybrid cgroups (no v2 controllers), so the demo config sets
 //! `cgroupsPerQOS: false`, which upstream supports; enforcement is shown by the node-VM tests.
+//!
+//! The kubelet port is served as in production: TLS with the serving certificate kernlet
+//! generates into its cert dir, clients authenticated by certificate (the demo issues a client
+//! CA and a `kernlet-admin` certificate, and prints the `curl` line that uses them), no
+//! anonymous access. The pod table is read that way too.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -90,7 +95,13 @@ fn run_kernlet(
 ) -> Result<()> {
     let config_path = fixture.base_dir().join("kernlet-config.yaml");
     let logs = fixture.base_dir().join("logs");
-    let config = fixture.kernlet_config(manifests, &logs, DEMO_PORT, "");
+    let config = fixture.kernlet_config(manifests, &logs, DEMO_PORT, "")?;
+    let root = fixture.base_dir().join("kubelet");
+    let client = http::TlsClient {
+        port: DEMO_PORT,
+        pki: fixture.client_pki()?,
+        server_ca: root.join("pki/kubelet.crt"),
+    };
     fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let binary = workspace_root().join("target/debug/kernlet");
@@ -98,7 +109,7 @@ fn run_kernlet(
         .arg("--config")
         .arg(&config_path)
         .arg("--root-dir")
-        .arg(fixture.base_dir().join("kubelet"))
+        .arg(&root)
         .args(["--hostname-override", "kernlet-demo"])
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
@@ -107,7 +118,11 @@ fn run_kernlet(
         "demo: kernlet pid {pid} serving static pods from {} (Ctrl-C to stop)",
         manifests.display()
     );
-    thread::spawn(|| print_pods_every(Duration::from_secs(5)));
+    println!(
+        "demo: the kubelet API, authenticated by a client certificate:\n  {}",
+        client.pki.curl(&root.join("pki"), DEMO_PORT, "/pods")
+    );
+    thread::spawn(move || print_pods_every(&client, Duration::from_secs(5)));
     let on_exit = events.clone();
     let waiter = thread::spawn(move || {
         let _ = on_exit.send(Event::Exited(kernlet.wait()));
@@ -124,10 +139,10 @@ fn run_kernlet(
 }
 
 /// Prints the pods kernlet reports (`GET /pods`) as a table, like `kubectl get pods`.
-fn print_pods_every(period: Duration) {
+fn print_pods_every(client: &http::TlsClient, period: Duration) {
     loop {
         thread::sleep(period);
-        let Ok(body) = http::get(DEMO_PORT, "/pods") else {
+        let Ok(body) = client.get("/pods") else {
             continue;
         };
         let Ok(list) = serde_json::from_str::<serde_json::Value>(&body) else {

@@ -1,10 +1,15 @@
 //! A minimal HTTP/1.1 GET for reading kernlet's local endpoints from the demo and the tests,
-//! without an HTTP client dependency.
+//! without an HTTP client dependency: plain (the read-only port, the kubelet's) or over TLS with
+//! a client certificate (kernlet's kubelet port, [`TlsClient`]).
 use std::{
     io::{Read, Write},
     net::TcpStream,
+    path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
+
+use crate::pki::ClientPki;
 
 use anyhow::{Context, Result, bail};
 
@@ -15,28 +20,172 @@ pub fn get(port: u16, path: &str) -> Result<String> {
 
 /// As [`get`], waiting up to `timeout` for each read (slow servers, e.g. under emulation).
 pub fn get_timeout(port: u16, path: &str, timeout: Duration) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
+    let stream = connect(port, timeout)?;
+    exchange(stream, path)
+}
+
+fn connect(port: u16, timeout: Duration) -> Result<TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port))
         .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
     stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+/// Sends `GET path` and reads the whole answer (the server closes after it): the body of a 200.
+fn exchange(stream: impl Read + Write, path: &str) -> Result<String> {
+    let (status, head, body) = exchange_raw(stream, path, None)?;
+    if status != 200 {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body)
+}
+
+/// Sends `GET path` and reads the answer until the server closes or, with `for_at_most`, that
+/// long has passed (a streaming answer): the status, the head and the (dechunked) body.
+fn exchange_raw(
+    mut stream: impl Read + Write,
+    path: &str,
+    for_at_most: Option<Duration>,
+) -> Result<(u16, String, String)> {
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    stream.flush()?;
+    let raw = read_all(&mut stream, for_at_most)?;
+    let response = String::from_utf8_lossy(&raw);
     let (head, body) = response
         .split_once("\r\n\r\n")
         .context("response has no end of headers")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
-    }
-    if head
+    let status = head
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("GET {path}: no status in {head:?}"))?;
+    let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        return Ok(dechunk(body));
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, head.to_owned(), body))
+}
+
+/// Reads until the end, or until `for_at_most` passed (the stream's read timeout then ends
+/// the last read).
+fn read_all(stream: &mut impl Read, for_at_most: Option<Duration>) -> Result<Vec<u8>> {
+    let started = std::time::Instant::now();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if for_at_most.is_some_and(|limit| started.elapsed() >= limit) {
+            return Ok(raw);
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(raw),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if for_at_most.is_some()
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+            // A TLS peer that closes without close_notify: the answer is complete if it came.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {
+                return Ok(raw);
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(body.to_owned())
+}
+
+/// A TLS connection of [`TlsClient`].
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A client of kernlet's kubelet port on localhost: TLS with a client certificate, trusting the
+/// serving certificate kernlet generated into its cert dir (read at each request, so the
+/// client can be made before kernlet starts).
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    pub port: u16,
+    pub pki: ClientPki,
+    /// kernlet's `<cert-dir>/kubelet.crt`.
+    pub server_ca: PathBuf,
+}
+
+impl TlsClient {
+    /// `GET path`: the body of a 200 response.
+    pub fn get(&self, path: &str) -> Result<String> {
+        self.get_timeout(path, Duration::from_secs(5))
+    }
+
+    /// As [`TlsClient::get`], waiting up to `timeout` for each read.
+    pub fn get_timeout(&self, path: &str, timeout: Duration) -> Result<String> {
+        exchange(self.connect(timeout)?, path)
+    }
+
+    /// `GET path`: the status and the body, whatever the status.
+    pub fn request(&self, path: &str) -> Result<(u16, String)> {
+        let (status, _, body) = exchange_raw(self.connect(Duration::from_secs(10))?, path, None)?;
+        Ok((status, body))
+    }
+
+    /// `GET path` of a streaming answer (`follow=true`): the status and what arrived in
+    /// `duration`.
+    pub fn stream_for(&self, path: &str, duration: Duration) -> Result<(u16, String)> {
+        let stream = self.open(Duration::from_secs(10))?;
+        // Short reads from here, so the time limit is kept while nothing arrives.
+        stream
+            .sock
+            .set_read_timeout(Some(Duration::from_millis(200)))?;
+        let (status, _, body) = exchange_raw(stream, path, Some(duration))?;
+        Ok((status, body))
+    }
+
+    fn connect(&self, timeout: Duration) -> Result<TlsStream> {
+        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+        let connection = rustls::ClientConnection::new(self.config()?, name)?;
+        Ok(rustls::StreamOwned::new(
+            connection,
+            connect(self.port, timeout)?,
+        ))
+    }
+
+    /// A connection to kernlet with the handshake done, for a protocol of the caller's
+    /// (an upgrade to SPDY or WebSocket); reads time out after `timeout`.
+    pub fn open(&self, timeout: Duration) -> Result<TlsStream> {
+        let mut stream = self.connect(timeout)?;
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(stream)
+    }
+
+    fn config(&self) -> Result<Arc<rustls::ClientConfig>> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&self.server_ca)
+            .with_context(|| format!("reading {}", self.server_ca.display()))?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            roots.add(cert?)?;
+        }
+        let chain =
+            CertificateDer::pem_file_iter(&self.pki.cert)?.collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(&self.pki.key)?;
+        #[expect(
+            deprecated,
+            reason = "ring has no post-quantum key exchange; a loopback test client needs none"
+        )]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?;
+        Ok(Arc::new(config))
+    }
 }
 
 /// A localhost port nothing listens on right now (the kernel picks it; the caller's server binds

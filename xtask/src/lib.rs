@@ -12,6 +12,7 @@ pub mod http;
 pub mod images;
 pub mod k8s;
 pub mod layers;
+pub mod pki;
 pub mod runtime;
 pub mod setup;
 pub mod test;

@@ -14,12 +14,12 @@ use super::quantity::Quantity;
 use super::reader::{Reader, get, set};
 use super::unsupported;
 use super::{
-    API_VERSION, AuthorizationMode, ConfigError, FeatureGates, FieldError, HairpinMode, KIND,
-    KubeletConfig, NodeAllocatableEnforcement, ReservedResource,
+    API_VERSION, AuthorizationMode, ConfigError, FeatureGates, FieldError, GO_CIPHER_SUITES,
+    HairpinMode, KIND, KubeletConfig, NodeAllocatableEnforcement, ReservedResource, TlsVersion,
 };
 
 /// Upstream fields that kernlet reads into [`KubeletConfig`].
-pub(super) const SUPPORTED: [&str; 51] = [
+pub(super) const SUPPORTED: [&str; 53] = [
     "podLogsDir",
     "enableServer",
     "staticPodPath",
@@ -30,6 +30,8 @@ pub(super) const SUPPORTED: [&str; 51] = [
     "readOnlyPort",
     "tlsCertFile",
     "tlsPrivateKeyFile",
+    "tlsCipherSuites",
+    "tlsMinVersion",
     "authentication",
     "authorization",
     "enableDebuggingHandlers",
@@ -192,6 +194,7 @@ impl Reader<'_> {
         );
         self.path(root, "tlsCertFile", &mut c.tls_cert_file);
         self.path(root, "tlsPrivateKeyFile", &mut c.tls_private_key_file);
+        self.read_tls(root, c);
         set(
             &mut c.enable_debugging_handlers,
             self.bool(root, "enableDebuggingHandlers"),
@@ -255,6 +258,36 @@ impl Reader<'_> {
                     self.nonzero_duration(webhook, path),
                 );
             }
+        }
+    }
+
+    fn read_tls(&mut self, root: &Map<String, Value>, c: &mut KubeletConfig) {
+        match self.nonempty_string(root, "tlsMinVersion").as_deref() {
+            None => {}
+            Some("VersionTLS12") => c.tls_min_version = Some(TlsVersion::Tls12),
+            Some("VersionTLS13") => c.tls_min_version = Some(TlsVersion::Tls13),
+            Some(old @ ("VersionTLS10" | "VersionTLS11")) => self.invalid(
+                "tlsMinVersion",
+                &Value::from(old),
+                "kernlet's TLS library speaks TLS 1.2 and 1.3 only: use VersionTLS12 or VersionTLS13",
+            ),
+            Some(other) => self.invalid(
+                "tlsMinVersion",
+                &Value::from(other),
+                "must be VersionTLS12 or VersionTLS13",
+            ),
+        }
+        if let Some(names) = self.string_list(root, "tlsCipherSuites") {
+            for name in &names {
+                if !GO_CIPHER_SUITES.contains(&name.as_str()) {
+                    self.invalid(
+                        "tlsCipherSuites",
+                        &Value::from(name.as_str()),
+                        "not a cipher suite name (Go's crypto/tls names, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)",
+                    );
+                }
+            }
+            c.tls_cipher_suites = names;
         }
     }
 

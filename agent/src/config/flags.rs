@@ -93,6 +93,55 @@ pub struct Flags {
     /// and `kernlet` for the eBPF families (cAdvisor's `--disable_metrics`; no config field).
     #[arg(long, value_name = "LIST", value_parser = parse_metric_kinds)]
     pub disable_metrics: Option<super::MetricKinds>,
+
+    /// Directory of the self-signed serving certificate generated when no `tlsCertFile` is
+    /// given (default `<root-dir>/pki`).
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+
+    /// The serving certificate (with its chain) [config: tlsCertFile].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The serving certificate's private key [config: tlsPrivateKeyFile].
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// CA bundle that client certificates must chain to [config:
+    /// authentication.x509.clientCAFile].
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Serve requests that carry no credentials as `system:anonymous` [config:
+    /// authentication.anonymous.enabled].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub anonymous_auth: Option<bool>,
+
+    /// Authenticate bearer tokens with `TokenReview`s [config: authentication.webhook.enabled].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub authentication_token_webhook: Option<bool>,
+
+    /// `AlwaysAllow` or `Webhook` [config: authorization.mode].
+    #[arg(long, value_name = "MODE", value_parser = ["AlwaysAllow", "Webhook"])]
+    pub authorization_mode: Option<String>,
+
+    /// Plain-HTTP read-only port, 0 to disable [config: readOnlyPort].
+    #[arg(long, value_name = "PORT")]
+    pub read_only_port: Option<u16>,
 }
 
 fn parse_metric_kinds(text: &str) -> Result<super::MetricKinds, String> {
@@ -127,6 +176,14 @@ impl Default for Flags {
             enforce_node_allocatable: None,
             housekeeping_interval: None,
             disable_metrics: None,
+            cert_dir: None,
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            client_ca_file: None,
+            anonymous_auth: None,
+            authentication_token_webhook: None,
+            authorization_mode: None,
+            read_only_port: None,
         }
     }
 }
@@ -187,6 +244,7 @@ pub(super) fn apply(flags: &Flags, config: &mut KubeletConfig) -> Result<(), Con
     if let Some(address) = flags.address {
         config.address = address;
     }
+    apply_server(flags, config);
     if let Some(list) = &flags.enforce_node_allocatable {
         let items: Vec<String> = list
             .split(',')
@@ -211,6 +269,37 @@ pub(super) fn apply(flags: &Flags, config: &mut KubeletConfig) -> Result<(), Con
         }
     }
     Ok(())
+}
+
+/// The server's flags: TLS files, authentication, authorization, the read-only port.
+fn apply_server(flags: &Flags, config: &mut KubeletConfig) {
+    config.cert_dir = flags
+        .cert_dir
+        .clone()
+        .unwrap_or_else(|| flags.root_dir.join("pki"));
+    if let Some(file) = &flags.tls_cert_file {
+        config.tls_cert_file = Some(file.clone());
+    }
+    if let Some(file) = &flags.tls_private_key_file {
+        config.tls_private_key_file = Some(file.clone());
+    }
+    if let Some(file) = &flags.client_ca_file {
+        config.authentication.x509_client_ca_file = Some(file.clone());
+    }
+    if let Some(enabled) = flags.anonymous_auth {
+        config.authentication.anonymous_enabled = enabled;
+    }
+    if let Some(enabled) = flags.authentication_token_webhook {
+        config.authentication.webhook_enabled = enabled;
+    }
+    match flags.authorization_mode.as_deref() {
+        Some("AlwaysAllow") => config.authorization.mode = super::AuthorizationMode::AlwaysAllow,
+        Some("Webhook") => config.authorization.mode = super::AuthorizationMode::Webhook,
+        _ => {}
+    }
+    if let Some(port) = flags.read_only_port {
+        config.read_only_port = port;
+    }
 }
 
 /// The node name: the override if given, else the machine's hostname from `hostname`; trimmed

@@ -18,6 +18,7 @@
 //!   (kubeadm writes many of them out), anything else is an error naming each such field;
 //! - keys that are not upstream fields at all come back as warnings in [`Loaded::warnings`].
 
+mod configz;
 mod duration;
 mod eviction;
 mod fields;
@@ -25,6 +26,7 @@ mod flags;
 mod metric_kinds;
 mod quantity;
 mod reader;
+mod server;
 #[cfg(test)]
 mod tests;
 mod unsupported;
@@ -36,6 +38,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use configz::configz;
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use eviction::{
     DEFAULT_EVICTION_HARD, EvictionSignal, EvictionThreshold, default_eviction_hard,
@@ -44,6 +47,7 @@ pub use eviction::{
 pub use flags::{Flags, resolve_node_name};
 pub use metric_kinds::{MetricKind, MetricKinds, UnknownMetricKind};
 pub use quantity::{Quantity, QuantityError};
+pub use server::{Authentication, Authorization, AuthorizationMode, GO_CIPHER_SUITES, TlsVersion};
 
 /// The only `apiVersion` accepted for the config file.
 pub const API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
@@ -95,6 +99,13 @@ pub struct KubeletConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// `tlsPrivateKeyFile`.
     pub tls_private_key_file: Option<PathBuf>,
+    /// `tlsCipherSuites`: Go's names; empty for the TLS library's defaults.
+    pub tls_cipher_suites: Vec<String>,
+    /// `tlsMinVersion`; `None` for the TLS library's default (TLS 1.2).
+    pub tls_min_version: Option<TlsVersion>,
+    /// `--cert-dir`: where the self-signed serving certificate is generated when `tlsCertFile`
+    /// is not given; `<root-dir>/pki` by default.
+    pub cert_dir: PathBuf,
     /// `authentication`.
     pub authentication: Authentication,
     /// `authorization`.
@@ -201,6 +212,9 @@ impl Default for KubeletConfig {
             read_only_port: 0,
             tls_cert_file: None,
             tls_private_key_file: None,
+            tls_cipher_suites: Vec::new(),
+            tls_min_version: None,
+            cert_dir: PathBuf::from(DEFAULT_ROOT_DIR).join("pki"),
             authentication: Authentication::default(),
             authorization: Authorization::default(),
             enable_debugging_handlers: true,
@@ -320,60 +334,6 @@ pub fn load(flags: &Flags) -> Result<Loaded, ConfigError> {
     config.finalize();
     validate::check(&config, &origin)?;
     Ok(Loaded { config, warnings })
-}
-
-/// `authentication` (upstream `KubeletAuthentication`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authentication {
-    /// `x509.clientCAFile`.
-    pub x509_client_ca_file: Option<PathBuf>,
-    /// `webhook.enabled`.
-    pub webhook_enabled: bool,
-    /// `webhook.cacheTTL`.
-    pub webhook_cache_ttl: Duration,
-    /// `anonymous.enabled`.
-    pub anonymous_enabled: bool,
-}
-
-impl Default for Authentication {
-    fn default() -> Self {
-        Self {
-            x509_client_ca_file: None,
-            webhook_enabled: true,
-            webhook_cache_ttl: Duration::from_mins(2),
-            anonymous_enabled: false,
-        }
-    }
-}
-
-/// `authorization` (upstream `KubeletAuthorization`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorization {
-    /// `mode`.
-    pub mode: AuthorizationMode,
-    /// `webhook.cacheAuthorizedTTL`.
-    pub webhook_cache_authorized_ttl: Duration,
-    /// `webhook.cacheUnauthorizedTTL`.
-    pub webhook_cache_unauthorized_ttl: Duration,
-}
-
-impl Default for Authorization {
-    fn default() -> Self {
-        Self {
-            mode: AuthorizationMode::Webhook,
-            webhook_cache_authorized_ttl: Duration::from_mins(5),
-            webhook_cache_unauthorized_ttl: Duration::from_secs(30),
-        }
-    }
-}
-
-/// `authorization.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthorizationMode {
-    /// `Webhook`: ask the API server with a `SubjectAccessReview`.
-    Webhook,
-    /// `AlwaysAllow`: every authenticated request is allowed.
-    AlwaysAllow,
 }
 
 /// `cgroupDriver`. Upstream also has `systemd`, which kernlet rejects.

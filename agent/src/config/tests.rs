@@ -521,3 +521,71 @@ fn pod_logs_dir_is_supported() {
     assert_eq!(loaded.config.pod_logs_dir, PathBuf::from("/srv/logs"));
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
+
+#[test]
+fn tls_versions_and_cipher_suites_are_upstream_names() {
+    let c = parse_ok(
+        "tlsMinVersion: VersionTLS13\ntlsCipherSuites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, \
+         TLS_RSA_WITH_AES_128_CBC_SHA]\n",
+    )
+    .config;
+    assert_eq!(c.tls_min_version, Some(super::TlsVersion::Tls13));
+    assert_eq!(c.tls_cipher_suites.len(), 2);
+    assert_eq!(
+        parse_ok("tlsMinVersion: \"\"\n").config.tls_min_version,
+        None
+    );
+    let error = error_text("tlsMinVersion: VersionTLS10\n");
+    assert!(error.contains("TLS 1.2 and 1.3 only"), "{error}");
+    let error = error_text("tlsMinVersion: TLS9\n");
+    assert!(error.contains("VersionTLS12 or VersionTLS13"), "{error}");
+    let error = error_text("tlsCipherSuites: [TLS_MADE_UP]\n");
+    assert!(error.contains("TLS_MADE_UP"), "{error}");
+}
+
+#[test]
+fn the_server_flags_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(
+        &file,
+        format!("{HEADER}authentication: {{anonymous: {{enabled: true}}}}\nreadOnlyPort: 10255\n"),
+    )
+    .unwrap();
+    let flags = <Flags as clap::Parser>::try_parse_from([
+        "kernlet",
+        "--config",
+        file.to_str().unwrap(),
+        "--anonymous-auth=false",
+        "--authentication-token-webhook=false",
+        "--authorization-mode",
+        "AlwaysAllow",
+        "--client-ca-file",
+        "/ca.crt",
+        "--tls-cert-file",
+        "/t.crt",
+        "--tls-private-key-file",
+        "/t.key",
+        "--read-only-port",
+        "0",
+        "--root-dir",
+        "/r",
+        "--hostname-override",
+        "n",
+    ])
+    .unwrap();
+    let c = super::load(&flags).unwrap().config;
+    assert!(!c.authentication.anonymous_enabled);
+    assert!(!c.authentication.webhook_enabled);
+    assert_eq!(c.authorization.mode, super::AuthorizationMode::AlwaysAllow);
+    assert_eq!(
+        c.authentication.x509_client_ca_file.as_deref(),
+        Some(std::path::Path::new("/ca.crt"))
+    );
+    assert_eq!(
+        c.tls_cert_file.as_deref(),
+        Some(std::path::Path::new("/t.crt"))
+    );
+    assert_eq!(c.read_only_port, 0);
+    assert_eq!(c.cert_dir, std::path::Path::new("/r/pki"));
+}

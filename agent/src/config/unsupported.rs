@@ -53,13 +53,11 @@ const fn field(name: &'static str, accepts: Accepts, default: &'static str) -> U
 use Accepts::{AnyBool, Bool, Duration, Empty, Int, MemorySwap, Null, Str, UserNamespaces};
 
 /// Every upstream field that is neither typed by kernlet nor `apiVersion`/`kind`.
-pub(super) const UNSUPPORTED: [Unsupported; 75] = [
+pub(super) const UNSUPPORTED: [Unsupported; 73] = [
     field("httpCheckFrequency", Duration(&["0s", "20s"]), "\"20s\""),
     field("staticPodURL", Str(&[""]), "\"\""),
     field("staticPodURLHeader", Empty, "unset"),
-    field("tlsCipherSuites", Empty, "unset"),
     field("tlsCurvePreferences", Empty, "unset"),
-    field("tlsMinVersion", Str(&[""]), "\"\""),
     field("rotateCertificates", Bool(false), "false"),
     field("serverTLSBootstrap", Bool(false), "false"),
     field("registryPullQPS", Int(&[5]), "5"),

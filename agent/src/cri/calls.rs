@@ -215,3 +215,37 @@ impl Runtime {
             })
     }
 }
+
+/// The streaming calls behind the kubelet's `/exec`, `/attach` and `/portForward`: each asks the
+/// runtime for a one-time URL on its own streaming server, which the kubelet then proxies to.
+/// Not in [`Cri`]: the reconciler never streams.
+impl Runtime {
+    /// CRI `Exec`.
+    pub fn exec(&self, request: v1::ExecRequest) -> CallFuture<'static, v1::ExecResponse> {
+        let mut client = self.runtime.clone();
+        self.call(
+            "Exec",
+            self.timeout,
+            async move { client.exec(request).await },
+        )
+    }
+
+    /// CRI `Attach`.
+    pub fn attach(&self, request: v1::AttachRequest) -> CallFuture<'static, v1::AttachResponse> {
+        let mut client = self.runtime.clone();
+        self.call("Attach", self.timeout, async move {
+            client.attach(request).await
+        })
+    }
+
+    /// CRI `PortForward`.
+    pub fn port_forward(
+        &self,
+        request: v1::PortForwardRequest,
+    ) -> CallFuture<'static, v1::PortForwardResponse> {
+        let mut client = self.runtime.clone();
+        self.call("PortForward", self.timeout, async move {
+            client.port_forward(request).await
+        })
+    }
+}

@@ -28,10 +28,18 @@
 //! costs one `ListContainers`, a `ContainerStatus` per container not seen before (a log path never
 //! changes, so it is cached), and a `stat` per running container.
 //!
+//! The reader behind the kubelet's `/containerLogs` endpoint ([`read_log`] with [`LogOptions`]
+//! from the request's query) is in `read` and `follow`; it reads the live file, following it
+//! across these rotations.
+//!
 //! Tests only: the environment variable [`MONITOR_INTERVAL_ENV`] (`KERNLET_LOG_MONITOR_INTERVAL`,
 //! a Go duration such as `1s`) replaces the 10 s interval, so an integration test sees rotations
 //! within seconds.
 
+mod follow;
+mod read;
+#[cfg(test)]
+mod read_tests;
 mod rotate;
 #[cfg(test)]
 mod tests;
@@ -47,6 +55,8 @@ use kernlet_cri::v1;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+pub use follow::{LogEnd, LogReadError, STATE_CHECK_PERIOD, read_log};
+pub use read::{LogOptions, LogQueryError};
 pub use rotate::{RotationOutcome, restore_rotated, rotate_file, rotation_timestamp};
 
 use crate::{

@@ -89,6 +89,8 @@ pub struct ExitSources {
     /// Follow containerd's task events when the runtime is containerd (off only to test the
     /// pidfd route against containerd, through `KERNLET_FAULT_INJECT=no-task-events`).
     pub task_events: bool,
+    /// Beats after each successful relist (`/healthz`'s `syncloop`).
+    pub relisted: Arc<crate::supervise::Heartbeat>,
 }
 
 /// Runs until `cancel`: the event streams (when the runtime has them), the exit watches and the
@@ -98,6 +100,7 @@ pub async fn run(runtime: Runtime, wakers: Wakers, exits: ExitSources, cancel: C
         counts: exit_counts,
         records,
         task_events,
+        relisted,
     } = exits;
     // containerd publishes task events; pidfds are for runtimes that turn out not to.
     let containerd = task_events && runtime.version().runtime_name == "containerd";
@@ -143,6 +146,7 @@ pub async fn run(runtime: Runtime, wakers: Wakers, exits: ExitSources, cancel: C
                 fingerprint: current,
                 running,
             }) => {
+                relisted.beat();
                 for uid in changed_pods(&previous, &current) {
                     wakers.wake(&uid);
                 }

@@ -1,54 +1,79 @@
-//! The kubelet's HTTP API, first cut: plain HTTP/1.1 (TLS and authentication come later).
+//! The kubelet's HTTP API (upstream `pkg/kubelet/server`): the kubelet port (`address:port`,
+//! TLS, authenticated and authorized), the read-only port (`readOnlyPort`, plain HTTP, off by
+//! default) and the healthz port (`healthzBindAddress:healthzPort`, plain HTTP).
 //!
-//! Endpoints, after upstream's `pkg/kubelet/server/server.go`:
-//! - `GET /pods`: the pods bound to this node as a `v1.PodList` (`getPods` / `encodePods`):
-//!   `{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[...]}`, the items without their
-//!   own `kind` / `apiVersion`, as Go's codec writes a typed list, and a trailing newline;
-//!   503 while kernlet starts and the list could still miss running pods;
-//! - `GET /healthz`: `ok`;
-//! - `GET` or `POST /stats/summary` (`pkg/kubelet/server/stats/handler.go`): the
-//!   [`Summary`](summary::Summary) as pretty JSON; `only_cpu_and_memory=true` (in the query, or
-//!   in a form-encoded POST body, exactly once) serves the CPU-and-memory subset. Without stats the
-//!   answer is upstream's `500 Internal Error: <reason>`;
-//! - `/metrics`, `/metrics/cadvisor`, `/metrics/resource`, `/metrics/probes` (any method, as Go's `promhttp`
-//!   handlers take): Prometheus text format 0.0.4, see [`crate::stats::metrics`]; without stats
-//!   they still answer 200, with `resource_scrape_error 1` / `container_scrape_error 1`;
-//! - any other path: 404 `404 page not found` (Go's `http.NotFound`); another method on a known
-//!   path: 405.
+//! - [`tls`]: certificates, client certificates, versions and suites;
+//! - [`authn`] and [`authz`]: who is asking and whether they may (upstream's delegating
+//!   authenticator and authorizer; the reviews go to the API server through traits the API
+//!   client implements);
+//! - `routes`: what is served, and on which port ([`RouteSet`]).
 //!
-//! What is served comes from [`Providers`]: the pods, the stats ([`StatsProvider`]) and
-//! kernlet's own [`Metrics`].
+//! Every request on the kubelet port is authenticated, then authorized: 401 `Unauthorized`
+//! without acceptable credentials, 403 `Forbidden (user=…, verb=…, resource=…,
+//! subresource(s)=…)` when denied, 500 when the review itself failed; each is logged with its
+//! reason, and no internal detail is in the body. HTTP/1.1 and HTTP/2 (ALPN) over TLS 1.2+.
 //!
-//! Each connection is served by its own task; a malformed request only ends its connection
-//! (hyper answers 400). Accept errors (descriptor exhaustion and the like) are retried after a
-//! short back-off, as Go's `http.Server` does. On cancellation the listener closes, idle
-//! connections close, in-flight requests finish within [`SHUTDOWN_GRACE`], the rest are aborted.
+//! Hardening: a TLS handshake and each HTTP/1.1 request's headers must arrive within
+//! [`Limits::header_timeout`] (a slow client is dropped; the protocol is ALPN's, never guessed
+//! from bytes a silent client does not send; HTTP/2 peers that stop answering pings are
+//! dropped), the request head is at most
+//! [`Limits::max_header_bytes`] (upstream's `MaxHeaderBytes`, 1 MiB: the URL counts), bodies are
+//! read only where a route takes one and then bounded in size and time, at most
+//! [`Limits::max_connections`] connections, with the sessions upgraded from them, are served
+//! at once (more wait in the listen backlog) and
+//! [`Limits::max_streams`] HTTP/2 streams per connection. Each connection is its own task: a
+//! malformed request ends only its connection. Accept errors (descriptor exhaustion and the
+//! like) are retried after a short back-off, as Go's `http.Server` does. On cancellation the
+//! listener closes, idle connections close, in-flight requests finish within
+//! [`SHUTDOWN_GRACE`], the rest are aborted.
 
 #[cfg(test)]
+mod auth_tests;
+pub mod authn;
+pub mod authz;
+mod cache;
+mod health;
+mod logs;
+#[cfg(test)]
+mod parse_tests;
+mod query;
+mod routes;
+mod running;
+mod setup;
+mod stream;
+#[cfg(test)]
 mod tests;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderMap, HeaderValue, X_CONTENT_TYPE_OPTIONS};
-use hyper::server::conn::http1;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use k8s_openapi::api::core::v1::Pod;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MetricKinds, UnknownMetricKind};
+pub use authn::{Authenticator, AuthnError, ReviewError, ReviewFuture, TokenReviewer, User};
+pub use authz::{AccessReviewer, Attributes, Authorizer, Decision};
+pub use health::{Check, HealthChecks};
+pub use routes::{Body, RouteSet, encode_pod_list};
+pub use setup::{Planned, Reviewers, SetupError, endpoints};
+pub use tls::{Tls, TlsError, TlsSettings};
+
+use crate::config::MetricKinds;
+use crate::cri::Runtime;
 use crate::probe::ProbeMetrics;
-use crate::stats::metrics::{self, Metrics};
+use crate::stats::metrics::Metrics;
 use crate::stats::store::{NoStats, StatsProvider};
-use crate::stats::summary;
 use crate::status::store::PodsProvider;
 
 /// How long in-flight requests may take to finish once the server is cancelled.
@@ -68,6 +93,12 @@ pub struct Providers {
     pub probes: Arc<ProbeMetrics>,
     /// The metric kinds `/metrics/cadvisor` serves (`--disable-metrics` takes some away).
     pub metric_kinds: MetricKinds,
+    /// The container runtime, for logs and streaming; `None` answers those routes with 503.
+    pub runtime: Option<Runtime>,
+    /// `/healthz`'s named checks.
+    pub health: HealthChecks,
+    /// The `/configz` document ([`crate::config::configz`]); `Null` serves `{}`.
+    pub configz: Arc<serde_json::Value>,
 }
 
 impl Providers {
@@ -80,6 +111,9 @@ impl Providers {
             metrics: Arc::new(Metrics::new()),
             probes: Arc::new(ProbeMetrics::new()),
             metric_kinds: MetricKinds::ALL,
+            runtime: None,
+            health: HealthChecks::default(),
+            configz: Arc::new(serde_json::Value::Null),
         }
     }
 }
@@ -87,6 +121,73 @@ impl Providers {
 impl From<Arc<dyn PodsProvider>> for Providers {
     fn from(pods: Arc<dyn PodsProvider>) -> Self {
         Self::new(pods)
+    }
+}
+
+/// Who may do what on an endpoint.
+pub struct Access {
+    pub authenticator: Authenticator,
+    pub authorizer: Authorizer,
+    /// The node's name: the `nodes` object every request is authorized against.
+    pub node_name: String,
+}
+
+impl Access {
+    /// Anyone, anything: the read-only and healthz ports (upstream installs no auth filter
+    /// there).
+    #[must_use]
+    pub fn open() -> Self {
+        Self {
+            authenticator: Authenticator::anonymous_only(),
+            authorizer: Authorizer::AlwaysAllow,
+            node_name: String::new(),
+        }
+    }
+}
+
+/// Bounds on what one client can take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The TLS handshake and each request's head must arrive within this.
+    pub header_timeout: Duration,
+    /// The largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: HEADER_READ_TIMEOUT,
+            max_header_bytes: 1 << 20,
+            max_connections: 1024,
+            max_streams: 250,
+        }
+    }
+}
+
+/// One listening endpoint: its transport, its access rules and its routes.
+pub struct Endpoint {
+    /// `None`: plain HTTP.
+    pub tls: Option<Tls>,
+    pub access: Access,
+    pub routes: RouteSet,
+    pub limits: Limits,
+}
+
+impl Endpoint {
+    /// Plain HTTP, open to anyone, serving `routes` (the read-only and healthz ports).
+    #[must_use]
+    pub fn plain(routes: RouteSet) -> Self {
+        Self {
+            tls: None,
+            access: Access::open(),
+            routes,
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -107,30 +208,39 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// Serves `listener` until `cancel` fires, then shuts down gracefully. `providers` is a
-/// [`Providers`], or just the pods provider (then no stats and empty own metrics).
+/// Serves `listener` as `endpoint` until `cancel` fires, then shuts down gracefully.
 pub async fn serve(
     listener: TcpListener,
-    providers: impl Into<Providers>,
+    endpoint: Arc<Endpoint>,
+    providers: Providers,
     cancel: CancellationToken,
 ) -> Result<(), ServerError> {
-    let providers = providers.into();
     let shutdown = cancel.child_token();
+    let slots = Arc::new(Semaphore::new(endpoint.limits.max_connections));
     let mut connections = JoinSet::new();
     let mut backoff = Duration::ZERO;
     loop {
+        // A free slot first: beyond the cap, clients wait in the backlog.
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
-                    connections.spawn(serve_connection(
-                        stream,
-                        peer,
-                        providers.clone(),
-                        shutdown.clone(),
-                    ));
+                    let (endpoint, providers, shutdown) =
+                        (endpoint.clone(), providers.clone(), shutdown.clone());
+                    connections.spawn(async move {
+                        // Held by the connection, and by any session it upgrades to.
+                        let slot = Slot(Arc::new(slot));
+                        accept(stream, peer, slot, endpoint, providers, shutdown).await;
+                    });
                 }
                 Err(error) => {
                     backoff = (backoff * 2).clamp(Duration::from_millis(5), MAX_ACCEPT_BACKOFF);
@@ -155,20 +265,116 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
+/// The TLS handshake (bounded in time) if any, then the connection's requests.
+async fn accept(
     stream: TcpStream,
     peer: SocketAddr,
+    slot: Slot,
+    endpoint: Arc<Endpoint>,
     providers: Providers,
     shutdown: CancellationToken,
 ) {
-    let service = service_fn(move |request: Request<Incoming>| {
-        let providers = providers.clone();
-        async move { Ok::<_, Infallible>(handle(request, &providers).await) }
+    // As Go's net/http: a response is not held back waiting for the client's ACK (Nagle).
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+    }
+    let Some(tls) = &endpoint.tls else {
+        let http = Http { h2: false, slot };
+        serve_connection(
+            stream,
+            peer,
+            Arc::default(),
+            http,
+            endpoint,
+            providers,
+            shutdown,
+        )
+        .await;
+        return;
+    };
+    let handshake =
+        tokio::time::timeout(endpoint.limits.header_timeout, tls.acceptor.accept(stream));
+    let stream = tokio::select! {
+        () = shutdown.cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "tls handshake timed out");
+                return;
+            }
+        },
+    };
+    let chain: Arc<[CertificateDer<'static>]> = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    // The protocol is the one ALPN agreed: no guessing from the first bytes, which would wait
+    // without a time limit.
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let http = Http { h2, slot };
+    serve_connection(stream, peer, chain, http, endpoint, providers, shutdown).await;
+}
+
+/// A connection's slot under [`Limits::max_connections`]: released when the connection and
+/// every session upgraded from it have ended.
+#[derive(Clone)]
+pub(super) struct Slot(#[expect(dead_code, reason = "held, never read")] Arc<OwnedSemaphorePermit>);
+
+/// How a connection speaks HTTP.
+struct Http {
+    h2: bool,
+    slot: Slot,
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    chain: Arc<[CertificateDer<'static>]>,
+    http: Http,
+    endpoint: Arc<Endpoint>,
+    providers: Providers,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = endpoint.limits;
+    let sessions = shutdown.clone();
+    let slot = http.slot;
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        let (endpoint, providers, chain) = (endpoint.clone(), providers.clone(), chain.clone());
+        let sessions = sessions.clone();
+        request.extensions_mut().insert(slot.clone());
+        async move {
+            let response = handle(request, &endpoint, &providers, &chain, &sessions).await;
+            Ok::<_, Infallible>(response)
+        }
     });
-    let connection = http1::Builder::new()
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = if http.h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    builder
+        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        // A peer that stops answering pings is gone.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -182,269 +388,62 @@ async fn serve_connection(
     }
 }
 
-type Body = Full<Bytes>;
-
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if content_type.starts_with("text/") {
-        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    }
-    response
-}
-
-const TEXT: &str = "text/plain; charset=utf-8";
-/// The most of a `POST /stats/summary` body that is read (Go's `ParseForm` reads 10 MB).
-const MAX_FORM_BODY: usize = 1 << 20;
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response = respond(
-        StatusCode::METHOD_NOT_ALLOWED,
-        TEXT,
-        "405: Method Not Allowed",
-    );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
-async fn handle(request: Request<Incoming>, providers: &Providers) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    if parts.uri.path() != "/stats/summary" || parts.method != Method::POST {
-        return route(
-            &parts.method,
-            parts.uri.path(),
-            parts.uri.query(),
-            None,
-            providers,
-        );
-    }
-    let form = if is_form(&parts.headers) {
-        match Limited::new(body, MAX_FORM_BODY).collect().await {
-            Ok(collected) => Some(collected.to_bytes()),
-            Err(error) => {
-                return respond(
-                    StatusCode::BAD_REQUEST,
-                    TEXT,
-                    format!("cannot read the request body: {error}\n"),
-                );
-            }
-        }
-    } else {
-        None
-    };
-    route(
-        &parts.method,
-        parts.uri.path(),
-        parts.uri.query(),
-        form.as_deref(),
-        providers,
-    )
-}
-
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
-}
-
-fn route(
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    form: Option<&[u8]>,
+/// The auth filter (upstream `InstallAuthFilter`), then the routes.
+async fn handle(
+    request: Request<Incoming>,
+    endpoint: &Endpoint,
     providers: &Providers,
+    chain: &[CertificateDer<'static>],
+    shutdown: &CancellationToken,
 ) -> Response<Body> {
-    match path {
-        "/pods" | "/healthz" if method != Method::GET => method_not_allowed("GET"),
-        "/stats/summary" if method != Method::GET && method != Method::POST => {
-            method_not_allowed("GET, POST")
-        }
-        "/pods" if !providers.pods.complete() => respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            "kernlet is starting: the pod list is not complete yet\n",
-        ),
-        "/pods" => match encode_pod_list(&providers.pods.pods()) {
-            Ok(body) => respond(StatusCode::OK, "application/json", body),
-            Err(error) => {
-                tracing::error!(%error, "cannot encode the pod list");
-                respond(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    TEXT,
-                    format!("cannot encode the pod list: {error}\n"),
-                )
-            }
-        },
-        "/healthz" => respond(StatusCode::OK, TEXT, "ok"),
-        "/stats/summary" => stats_summary(providers, only_cpu_and_memory(query, form)),
-        "/metrics" => metrics_response(providers.metrics.render()),
-        "/metrics/probes" => metrics_response(metrics::probes::render(&providers.probes)),
-        "/metrics/resource" => {
-            let summary = providers.stats.summary();
-            metrics_response(metrics::resource::render(summary.as_ref()))
-        }
-        "/metrics/cadvisor" => match scraped_kinds(query) {
-            Ok(chosen) => {
-                let snapshot = providers.stats.cadvisor();
-                metrics_response(metrics::cadvisor::render(
-                    snapshot.as_ref(),
-                    crate::clock::wall(),
-                    providers.metric_kinds.and(chosen),
-                ))
-            }
-            Err(error) => respond(
-                StatusCode::BAD_REQUEST,
-                TEXT,
-                format!("collect[]: {error}\n"),
-            ),
-        },
-        _ => respond(StatusCode::NOT_FOUND, TEXT, "404 page not found\n"),
-    }
-}
-
-/// The kinds a scrape asks for with `collect[]=kind` (repeatable, as Prometheus exporters take
-/// a scrape config's `params`); all when it names none.
-fn scraped_kinds(query: Option<&str>) -> Result<MetricKinds, UnknownMetricKind> {
-    let names: Vec<String> = query_values(query, "collect[]").collect();
-    if names.is_empty() {
-        return Ok(MetricKinds::ALL);
-    }
-    MetricKinds::parse(names.iter().map(String::as_str))
-}
-
-/// The decoded values of `key` in the url-encoded `query`.
-fn query_values<'a>(query: Option<&'a str>, key: &'a str) -> impl Iterator<Item = String> + 'a {
-    query
-        .into_iter()
-        .flat_map(|encoded| encoded.split('&'))
-        .filter_map(move |pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (url_decode(name) == key).then(|| url_decode(value))
-        })
-}
-
-/// Upstream's test: `only_cpu_and_memory` given exactly once (form body and query together,
-/// as Go's `Request.Form`), and equal to `true`.
-fn only_cpu_and_memory(query: Option<&str>, form: Option<&[u8]>) -> bool {
-    const KEY: &str = "only_cpu_and_memory";
-    let form = form.map(String::from_utf8_lossy);
-    let values: Vec<String> = query_values(form.as_deref(), KEY)
-        .chain(query_values(query, KEY))
-        .collect();
-    values.len() == 1 && values[0] == "true"
-}
-
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
-fn url_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                if let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    out.push(byte);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn stats_summary(providers: &Providers, only_cpu_and_memory: bool) -> Response<Body> {
-    let summary = match providers.stats.summary() {
-        Ok(summary) if only_cpu_and_memory => summary.cpu_and_memory_only(),
-        Ok(summary) => summary,
+    let access = &endpoint.access;
+    let user = match access
+        .authenticator
+        .authenticate(chain, request.headers())
+        .await
+    {
+        Ok(user) => user,
         Err(error) => {
-            tracing::warn!(%error, "cannot serve /stats/summary");
-            return respond(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                TEXT,
-                format!("Internal Error: {error}"),
+            tracing::info!(path = request.uri().path(), %error, "unauthorized request");
+            return routes::respond(StatusCode::UNAUTHORIZED, routes::TEXT, "Unauthorized");
+        }
+    };
+    let path = request.uri().path();
+    match access
+        .authorizer
+        .authorize(&user, request.method(), path, &access.node_name)
+        .await
+    {
+        Ok((decision, _)) if decision.allowed => {}
+        Ok((decision, attributes)) => {
+            tracing::info!(
+                user = %user.name, verb = attributes.verb, path,
+                reason = %decision.reason, "forbidden request"
+            );
+            // Go's `%v` of a string slice: `[pods proxy]`.
+            let subresources = authz::subresources(path).join(" ");
+            return routes::respond(
+                StatusCode::FORBIDDEN,
+                routes::TEXT,
+                format!(
+                    "Forbidden (user={}, verb={}, resource=nodes, subresource(s)=[{subresources}])",
+                    user.name, attributes.verb
+                ),
             );
         }
-    };
-    match summary::encode(&summary) {
-        Ok(body) => respond(StatusCode::OK, "application/json", body),
         Err(error) => {
-            tracing::error!(%error, "cannot encode the summary");
-            respond(
+            tracing::warn!(user = %user.name, path, %error, "authorization review failed");
+            return routes::respond(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                TEXT,
-                format!("Internal Error: {error}"),
-            )
+                routes::TEXT,
+                format!(
+                    "Authorization error (user={}, verb={}, resource=nodes, subresource(s)=[{}])",
+                    user.name,
+                    authz::verb(request.method()),
+                    authz::subresources(path).join(" ")
+                ),
+            );
         }
     }
-}
-
-fn metrics_response(rendered: Result<String, metrics::MetricsError>) -> Response<Body> {
-    match rendered {
-        Ok(text) => respond(StatusCode::OK, metrics::CONTENT_TYPE, text),
-        Err(error) => {
-            tracing::error!(%error, "cannot render metrics");
-            respond(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                TEXT,
-                format!("cannot render metrics: {error}\n"),
-            )
-        }
-    }
-}
-
-/// `encodePods`: the `v1.PodList` JSON upstream's kubelet serves for `pods`. Its items carry no
-/// `apiVersion` or `kind`.
-///
-/// Each pod is written straight to the output: k8s-openapi writes a `Pod`'s `apiVersion` and
-/// `kind` first, so they are cut as the leading bytes. Going through a `serde_json::Value` to
-/// drop them instead was most of the answer's time (165 of about 220 µs for 110 small pods, now
-/// 26: every string copied, every object built as a map); a pod that does not start as
-/// expected still takes that way.
-pub fn encode_pod_list(pods: &[Pod]) -> Result<Vec<u8>, serde_json::Error> {
-    const TYPE_META: &[u8] = br#"{"apiVersion":"v1","kind":"Pod""#;
-    let mut out = br#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":["#.to_vec();
-    for (index, pod) in pods.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        let start = out.len();
-        serde_json::to_writer(&mut out, pod)?;
-        let item = &out[start..];
-        if item.starts_with(TYPE_META) {
-            // `{"apiVersion":"v1","kind":"Pod",` becomes `{`; a pod of nothing else `{}`.
-            let end = start
-                + TYPE_META.len()
-                + usize::from(out.get(start + TYPE_META.len()) == Some(&b','));
-            out.drain(start + 1..end);
-        } else {
-            out.truncate(start);
-            let mut value = serde_json::to_value(pod)?;
-            if let Some(fields) = value.as_object_mut() {
-                fields.remove("apiVersion");
-                fields.remove("kind");
-            }
-            serde_json::to_writer(&mut out, &value)?;
-        }
-    }
-    out.extend_from_slice(b"]}\n");
-    Ok(out)
+    routes::handle(request, providers, endpoint.routes, shutdown).await
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use k8s_openapi::List;
-use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -43,11 +43,20 @@ struct Running {
 }
 
 async fn start(pods: Vec<Pod>) -> Running {
+    start_on(pods, RouteSet::Full).await
+}
+
+async fn start_on(pods: Vec<Pod>, routes: RouteSet) -> Running {
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
     let provider: Arc<dyn PodsProvider> = Arc::new(move || pods.clone());
-    let task = tokio::spawn(serve(listener, provider, cancel.clone()));
+    let task = tokio::spawn(serve(
+        listener,
+        Arc::new(Endpoint::plain(routes)),
+        Providers::new(provider),
+        cancel.clone(),
+    ));
     Running { addr, cancel, task }
 }
 
@@ -292,8 +301,12 @@ mod stats_routes {
             metrics,
             probes: Arc::new(crate::probe::ProbeMetrics::new()),
             metric_kinds,
+            runtime: None,
+            health: HealthChecks::default(),
+            configz: Arc::new(serde_json::Value::Null),
         };
-        let task = tokio::spawn(serve(listener, providers, cancel.clone()));
+        let endpoint = Arc::new(Endpoint::plain(RouteSet::Full));
+        let task = tokio::spawn(serve(listener, endpoint, providers, cancel.clone()));
         Running { addr, cancel, task }
     }
 
@@ -532,4 +545,22 @@ fn pod_list_items_are_the_pods_without_their_type() {
         .collect();
     assert_eq!(value["items"], serde_json::Value::Array(expected));
     assert_eq!(value["kind"], "PodList");
+}
+
+#[tokio::test]
+async fn debugging_handlers_off_answer_405_as_upstream() {
+    let server = start_on(Vec::new(), RouteSet::NoDebugging).await;
+    for path in [
+        "/exec/a/b/c",
+        "/containerLogs/a/b/c",
+        "/runningpods/",
+        "/portForward/a/b",
+    ] {
+        let (status, _, body) = get(server.addr, "GET", path).await;
+        assert_eq!(status, 405, "{path}");
+        assert_eq!(body, b"Debug endpoints are disabled.\n");
+    }
+    assert_eq!(get(server.addr, "GET", "/configz").await.0, 404);
+    assert_eq!(get(server.addr, "GET", "/pods").await.0, 200);
+    server.stop().await;
 }

@@ -11,10 +11,13 @@
 //!   start-up, CPU, RSS, endpoint latency, spec-change and exit-to-status latency, as ratios.
 //! - [`probes`]: kernlet's CPU per probe execution and probe latency, against the same calls
 //!   issued directly.
+//! - [`server`]: a bounded load of `/stats/summary` and `/healthz` on the TLS port and the
+//!   read-only port: throughput and latency.
 pub mod cgroups;
 pub mod density;
 pub mod probes;
 pub mod readers;
+pub mod server;
 pub mod startup;
 pub mod stats;
 
@@ -56,6 +59,9 @@ pub enum Bench {
     /// 100 pods with exec, httpGet and tcpSocket probes every second: kernlet's CPU per probe
     /// execution and probe latency, against the same calls issued directly; needs root.
     Probes(probes::ProbesArgs),
+    /// Concurrent keep-alive clients loading `/stats/summary` and `/healthz` on the kubelet port
+    /// (TLS, authenticated) and the read-only port: requests per second and p99; needs root.
+    Server(server::ServerArgs),
 }
 
 pub fn cli(args: &BenchArgs) -> Result<()> {
@@ -66,6 +72,7 @@ pub fn cli(args: &BenchArgs) -> Result<()> {
         Bench::Stats(args) => stats::cli(args),
         Bench::Density(args) => density::cli(args),
         Bench::Probes(args) => probes::cli(args),
+        Bench::Server(args) => server::cli(args),
     }
 }
 

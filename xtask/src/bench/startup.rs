@@ -380,7 +380,10 @@ fn cri_sample(tool: &Path, pods: usize, mode: Mode) -> Result<f64> {
 pub(super) struct Kernlet {
     child: Option<Child>,
     pub(super) dir: PathBuf,
+    /// The read-only port (plain HTTP).
     pub(super) port: u16,
+    /// The kubelet port (TLS), with the fixture's client certificate.
+    pub(super) secure: http::TlsClient,
 }
 
 impl Kernlet {
@@ -400,8 +403,16 @@ impl Kernlet {
             let path = dir.join(sub);
             fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         }
+        // Read through the read-only port (plain HTTP, as the benches read the kubelet), so the
+        // figures are the handlers', not TLS handshakes'.
         let port = http::free_port()?;
-        let config = fixture.kernlet_config(&dir.join("manifests"), &dir.join("logs"), port, "");
+        let secure_port = http::free_port()?;
+        let config = fixture.kernlet_config(
+            &dir.join("manifests"),
+            &dir.join("logs"),
+            secure_port,
+            &format!("readOnlyPort: {port}\n"),
+        )?;
         let config_path = dir.join("config.yaml");
         fs::write(&config_path, config)
             .with_context(|| format!("writing {}", config_path.display()))?;
@@ -419,10 +430,16 @@ impl Kernlet {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        let secure = http::TlsClient {
+            port: secure_port,
+            pki: fixture.client_pki()?,
+            server_ca: dir.join("root/pki/kubelet.crt"),
+        };
         let mut kernlet = Self {
             child: Some(child),
             dir,
             port,
+            secure,
         };
         let ready = poll(
             "kernlet answers /healthz",

@@ -56,7 +56,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, Result, bail};
 
 pub use config::can_lower_oom_score_adj;
 pub use registry::reap_stale;
@@ -64,6 +64,8 @@ pub use teardown::Footprint;
 
 use files::{log_since, log_tail, remove_file_if_exists};
 use layout::Layout;
+
+use crate::pki::ClientPki;
 use tools::{ctr_command, find_tool, run_checked, tool_path};
 
 /// The containerd namespace the CRI plugin works in.
@@ -251,13 +253,20 @@ impl RuntimeFixture {
     }
 
     /// A standalone-mode `KubeletConfiguration` for kernlet on this fixture: static pods from
-    /// `manifests`, container logs under `logs`, the HTTP server on `127.0.0.1:port`. `QoS` cgroups
-    /// are off (`cgroupsPerQOS: false`, which upstream supports) because the development host has
-    /// no cgroup v2 controllers. `extra` (whole YAML lines) is appended; a top-level key it sets
-    /// replaces the default line for that key (`cgroupsPerQOS: true` in the node VM).
-    #[must_use]
-    pub fn kernlet_config(&self, manifests: &Path, logs: &Path, port: u16, extra: &str) -> String {
-        let defaults = [
+    /// `manifests`, container logs under `logs`, the kubelet port on `127.0.0.1:port` (TLS;
+    /// clients authenticate with [`Self::client_pki`]'s certificate, every authenticated client
+    /// is allowed). `QoS` cgroups are off (`cgroupsPerQOS: false`, which upstream supports)
+    /// because the development host has no cgroup v2 controllers. `extra` (whole YAML lines) is
+    /// appended; a top-level key it sets replaces the default line for that key
+    /// (`cgroupsPerQOS: true` in the node VM).
+    pub fn kernlet_config(
+        &self,
+        manifests: &Path,
+        logs: &Path,
+        port: u16,
+        extra: &str,
+    ) -> Result<String> {
+        let mut defaults = vec![
             ("apiVersion", "kubelet.config.k8s.io/v1beta1".to_owned()),
             ("kind", "KubeletConfiguration".to_owned()),
             ("staticPodPath", manifests.display().to_string()),
@@ -269,6 +278,7 @@ impl RuntimeFixture {
             ("port", port.to_string()),
             ("healthzPort", "0".to_owned()),
         ];
+        defaults.extend(self.client_pki()?.kernlet_config());
         let overridden = |key: &str| {
             extra
                 .lines()
@@ -282,7 +292,13 @@ impl RuntimeFixture {
             config.push('\n');
         }
         config.push_str(extra);
-        config
+        Ok(config)
+    }
+
+    /// The client CA and certificate for kernlet's TLS port (created on first use, in the
+    /// fixture's directory).
+    pub fn client_pki(&self) -> Result<ClientPki> {
+        ClientPki::ensure(&self.base_dir().join("client-pki"))
     }
 
     /// The cgroup parent (cgroupfs form) to give the fixture's pods: `/kernlet-<id>`. Teardown

@@ -20,10 +20,10 @@ use crate::{http, runtime::RuntimeFixture};
 pub const NODE_NAME: &str = "density";
 /// The node VM's own address (`dummy0`, see `vm/initramfs.rs`), for the kubelet's `--node-ip`.
 const NODE_IP: &str = "192.0.2.10";
-/// The kubelet's read-only plain-HTTP port, where the bench reads it.
-const KUBELET_READ_PORT: u16 = 10255;
-/// kernlet's port (plain HTTP today), the kubelet's authenticated HTTPS port.
-const KERNLET_PORT: u16 = 10250;
+/// The read-only plain-HTTP port, where the bench reads both agents.
+const READ_PORT: u16 = 10255;
+/// The authenticated HTTPS port of both.
+const SECURE_PORT: u16 = 10250;
 /// How long an agent may take to exit on SIGTERM (kernlet took over 10 s under TCG).
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Longest wait for a response: the kubelet's `/stats/summary` of 110 pods takes seconds under
@@ -83,7 +83,7 @@ impl AgentDirs {
 }
 
 /// The one `KubeletConfiguration` both agents get. Fields kernlet does not know it ignores
-/// (with a warning); `readOnlyPort` is the kubelet's only (kernlet serves plain HTTP on `port`).
+/// (with a warning). Both serve `readOnlyPort`, where the bench reads them, anonymously.
 #[must_use]
 pub fn config(dirs: &AgentDirs, endpoint_uri: &str, cgroup_root: &str) -> String {
     format!(
@@ -100,8 +100,8 @@ pub fn config(dirs: &AgentDirs, endpoint_uri: &str, cgroup_root: &str) -> String
          maxPods: 250\n\
          resolvConf: \"\"\n\
          address: 127.0.0.1\n\
-         port: {KERNLET_PORT}\n\
-         readOnlyPort: {KUBELET_READ_PORT}\n\
+         port: {SECURE_PORT}\n\
+         readOnlyPort: {READ_PORT}\n\
          healthzBindAddress: 127.0.0.1\n\
          healthzPort: 10248\n\
          authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}\n\
@@ -155,7 +155,7 @@ impl Agent {
             .arg(r#"echo $$ > "$1" && shift && exec "$@""#)
             .arg("sh")
             .arg(cgroup.join("cgroup.procs"));
-        let port = match kind {
+        match kind {
             AgentKind::Kubelet => {
                 command
                     .arg(&binaries.kubelet)
@@ -164,7 +164,6 @@ impl Agent {
                     .arg("--root-dir")
                     .arg(&root)
                     .args(["--hostname-override", NODE_NAME, "--node-ip", NODE_IP]);
-                KUBELET_READ_PORT
             }
             AgentKind::Kernlet { housekeeping_s } => {
                 command
@@ -176,9 +175,8 @@ impl Agent {
                     .args(["--hostname-override", NODE_NAME])
                     .arg("--housekeeping-interval")
                     .arg(format!("{housekeeping_s}s"));
-                KERNLET_PORT
             }
-        };
+        }
         let log_path = dirs.log();
         let log = fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
@@ -193,13 +191,13 @@ impl Agent {
         Ok(Self {
             kind,
             child: Some(child),
-            port,
+            port: READ_PORT,
             log: log_path,
             spawned,
         })
     }
 
-    /// `GET path` on the agent's plain-HTTP port.
+    /// `GET path` on the agent's read-only port.
     pub fn get(&self, path: &str) -> Result<String> {
         http::get_timeout(self.port, path, READ_TIMEOUT)
     }
