@@ -3,7 +3,8 @@
 //! `kubectl` and the API server speak:
 //! - WebSocket with the `v4.channel.k8s.io` channel protocol: each binary message starts with
 //!   its channel (0 stdin, 1 stdout, 2 stderr, 3 the exit status, 4 resize; for port-forward,
-//!   data and error channels per port, each opened by the port number);
+//!   data and error channels per port, each opened by the port number), and for exec and
+//!   attach `v5.channel.k8s.io`, which adds the close signal `[255, channel]`;
 //! - SPDY/3.1 (`Upgrade: SPDY/3.1`): one SPDY stream per channel, opened by the client with a
 //!   `streamType` header; framed here by hand (control frames, data frames, and header blocks
 //!   as one zlib stream per direction).
@@ -39,9 +40,12 @@ impl Session {
     }
 }
 
-/// WebSocket: runs `path` (exec or attach), sends each `(channel, bytes)` of `send` (0 is
-/// stdin, 4 a resize), and reads until the server closes, `until` is seen on stdout, or `limit`
-/// passes.
+/// The WebSocket channel protocols of exec and attach.
+pub const V4: &str = "v4.channel.k8s.io";
+/// v4 plus the close signal: `[255, channel]` ends the client's half of a channel.
+pub const V5: &str = "v5.channel.k8s.io";
+
+/// WebSocket `v4.channel.k8s.io`: see [`websocket_with`].
 pub fn websocket(
     client: &TlsClient,
     path: &str,
@@ -49,7 +53,21 @@ pub fn websocket(
     until: Option<&str>,
     limit: Duration,
 ) -> Result<Session> {
-    let (mut socket, protocol) = ws_connect(client, path, "v4.channel.k8s.io")?;
+    websocket_with(client, path, V4, send, until, limit)
+}
+
+/// WebSocket with channel `protocol`: runs `path` (exec or attach), sends each
+/// `(channel, bytes)` of `send` (0 is stdin, 4 a resize, 255 v5's close signal), and reads
+/// until the server closes, `until` is seen on stdout, or `limit` passes.
+pub fn websocket_with(
+    client: &TlsClient,
+    path: &str,
+    protocol: &str,
+    send: &[(u8, &[u8])],
+    until: Option<&str>,
+    limit: Duration,
+) -> Result<Session> {
+    let (mut socket, protocol) = ws_connect(client, path, protocol)?;
     let mut session = Session {
         protocol,
         ..Session::default()
@@ -97,7 +115,7 @@ pub fn websocket_port_forward(
     request: &[u8],
     limit: Duration,
 ) -> Result<Session> {
-    let (mut socket, protocol) = ws_connect(client, path, "v4.channel.k8s.io")?;
+    let (mut socket, protocol) = ws_connect(client, path, V4)?;
     let mut session = Session {
         protocol,
         ..Session::default()

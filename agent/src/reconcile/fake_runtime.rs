@@ -37,6 +37,8 @@ pub struct FakeRuntime {
     state: Mutex<State>,
     /// The list calls answer only while no test holds this ([`FakeRuntime::hold_lists`]).
     lists: Arc<tokio::sync::RwLock<()>>,
+    /// `StopContainer` answers only while no test holds this ([`FakeRuntime::hold_stops`]).
+    stops: Arc<tokio::sync::RwLock<()>>,
 }
 
 fn ready<T: Send + 'static>(result: Result<T, CriError>) -> CallFuture<'static, T> {
@@ -67,6 +69,7 @@ impl FakeRuntime {
             clock,
             state: Mutex::default(),
             lists: Arc::default(),
+            stops: Arc::default(),
         }
     }
 
@@ -77,6 +80,15 @@ impl FakeRuntime {
             .clone()
             .try_write_owned()
             .expect("the lists are held once at a time")
+    }
+
+    /// Holds every `StopContainer` answer until the guard is dropped (a process that ignores
+    /// SIGTERM, stopped only when its grace period ends).
+    pub fn hold_stops(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.stops
+            .clone()
+            .try_write_owned()
+            .expect("the stops are held once at a time")
     }
 
     /// `answer`, once no test holds the lists.
@@ -450,7 +462,11 @@ impl Cri for FakeRuntime {
         };
         // SIGTERM honoured at once: exit code 143 (128 + 15).
         exited(c, 143, now);
-        ready(Ok(v1::StopContainerResponse {}))
+        let stops = self.stops.clone();
+        Box::pin(async move {
+            let _released = stops.read_owned().await;
+            Ok(v1::StopContainerResponse {})
+        })
     }
 
     fn remove_container(

@@ -139,19 +139,20 @@ pub async fn run(
             continue;
         }
         tracing::debug!(%uid, actions = ?round.actions, "executing plan");
-        let outcome = executor
-            .execute(
-                &uid,
-                pod.as_deref(),
-                &round,
-                &observed,
-                &mut memory,
-                &cancel,
-            )
-            .await;
-        if cancel.is_cancelled() {
+        // Shutdown does not wait for the runtime: a stop in flight may take its whole grace
+        // period (a process that ignores SIGTERM), and upstream's kubelet exits at once too.
+        // The next kernlet finds what the runtime did from its labels and goes on from there.
+        let execution = executor.execute(
+            &uid,
+            pod.as_deref(),
+            &round,
+            &observed,
+            &mut memory,
+            &cancel,
+        );
+        let Some(outcome) = cancel.run_until_cancelled(execution).await else {
             return;
-        }
+        };
         let error = match outcome {
             Ok(()) => {
                 error_pause = ERROR_BACKOFF.0;

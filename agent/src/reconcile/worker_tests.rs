@@ -226,6 +226,32 @@ async fn terminate_stops_within_grace_and_removes_everything() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn shutdown_does_not_wait_for_a_stop_in_flight() {
+    let h = Harness::new();
+    let web = Arc::new(pod("uid-web", "web", serde_json::json!({})));
+    let worker = h.worker("uid-web", DesiredState::Run(web.clone()));
+    settle().await;
+    let _held = h.fake.hold_stops();
+    worker
+        .desired
+        .send(DesiredState::Terminate {
+            pod: Some(web),
+            grace: Duration::from_secs(30),
+        })
+        .unwrap();
+    settle().await;
+    assert_eq!(h.fake.stop_timeouts(), [30], "the stop is in flight");
+
+    let started = tokio::time::Instant::now();
+    worker.cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(1), worker.task)
+        .await
+        .expect("the worker returns while StopContainer still runs")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_spec_change_replaces_the_container() {
     let h = Harness::new();
     let web = pod("uid-web", "web", serde_json::json!({}));

@@ -555,3 +555,68 @@ async fn tokens_without_a_reviewer_are_ignored_and_users_are_authenticated() {
         Err(AuthnError::NoCredentials)
     );
 }
+
+#[tokio::test]
+async fn a_websocket_may_carry_its_token_as_a_subprotocol() {
+    use hyper::header::{CONNECTION, HeaderMap, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+    let reviewer: Arc<dyn TokenReviewer> = Arc::new(TokenReviewDouble);
+    let tokens = Authenticator::new(None, Some((reviewer, Duration::from_mins(1))), false);
+    let with = |protocols: &str, websocket: bool| {
+        let mut headers = HeaderMap::new();
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, protocols.parse().unwrap());
+        if websocket {
+            headers.insert(CONNECTION, "Upgrade".parse().unwrap());
+            headers.insert(UPGRADE, "websocket".parse().unwrap());
+        }
+        headers
+    };
+    // "good-token" in base64url without padding.
+    let good = "base64url.bearer.authorization.k8s.io.Z29vZC10b2tlbg";
+    let headers = with(&format!("v5.channel.k8s.io, {good}"), true);
+    let user = tokens.authenticate(&[], &headers).await.unwrap();
+    assert_eq!(user.name, "token-user");
+
+    let refused = |message: &'static str| Err(AuthnError::ProtocolToken(message));
+    for (protocols, want) in [
+        (good.to_owned(), refused("missing additional subprotocol")),
+        (
+            format!("v5.channel.k8s.io,{good},{good}"),
+            refused("multiple base64.bearer.authorization tokens specified"),
+        ),
+        (
+            "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.Z29v=".to_owned(),
+            refused("invalid base64.bearer.authorization token encoding"),
+        ),
+        (
+            // 0xff 0xfe: not UTF-8.
+            "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io._-4".to_owned(),
+            refused("invalid base64.bearer.authorization token"),
+        ),
+        (
+            "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.YmFk".to_owned(),
+            Err(AuthnError::InvalidToken),
+        ),
+    ] {
+        let answer = tokens.authenticate(&[], &with(&protocols, true)).await;
+        assert_eq!(
+            answer.map(|u| u.name),
+            want.map(|u: User| u.name),
+            "{protocols}"
+        );
+    }
+    // Only a WebSocket request carries one; an `Authorization` header comes first.
+    let plain = with(&format!("v5.channel.k8s.io, {good}"), false);
+    assert_eq!(
+        tokens.authenticate(&[], &plain).await,
+        Err(AuthnError::NoCredentials)
+    );
+    let mut both = with(&format!("v5.channel.k8s.io, {good}"), true);
+    both.insert(
+        hyper::header::AUTHORIZATION,
+        "Bearer wrong".parse().unwrap(),
+    );
+    assert_eq!(
+        tokens.authenticate(&[], &both).await,
+        Err(AuthnError::InvalidToken)
+    );
+}

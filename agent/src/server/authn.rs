@@ -3,7 +3,9 @@
 //! builds it).
 //!
 //! In order: a client certificate verified against `authentication.x509.clientCAFile` (user =
-//! CN, groups = O); a bearer token (`Authorization: Bearer …`) reviewed by a [`TokenReviewer`]
+//! CN, groups = O); a bearer token (`Authorization: Bearer …`, or on a WebSocket request the
+//! subprotocol `base64url.bearer.authorization.k8s.io.<base64url token>`, as browsers cannot set
+//! headers: upstream's `websocket.ProtocolAuthenticator`) reviewed by a [`TokenReviewer`]
 //! (a `TokenReview` on the API server) with its answers, yes or no, cached for
 //! `authentication.webhook.cacheTTL`; then, only if enabled and no credential was presented,
 //! `system:anonymous` in `system:unauthenticated`. Credentials that are presented and fail are a
@@ -69,6 +71,8 @@ pub enum AuthnError {
     InvalidToken,
     #[error("token review failed: {0}")]
     Review(String),
+    #[error("{0}")]
+    ProtocolToken(&'static str),
 }
 
 /// The token half: the reviewer and its cache.
@@ -132,8 +136,13 @@ impl Authenticator {
         }
         // Without a token reviewer a token is not a credential (upstream has no token
         // authenticator then): the header is ignored.
-        if let (Some(tokens), Some(token)) = (&self.tokens, bearer_token(headers)) {
-            return match review(tokens, token).await {
+        let token = match bearer_token(headers) {
+            Some(token) => Some(token.to_owned()),
+            None if self.tokens.is_some() => protocol_token(headers)?,
+            None => None,
+        };
+        if let (Some(tokens), Some(token)) = (&self.tokens, token) {
+            return match review(tokens, &token).await {
                 Ok(Some(user)) => Ok(authenticated(user)),
                 Ok(None) => Err(AuthnError::InvalidToken),
                 Err(error) => Err(AuthnError::Review(error.0)),
@@ -155,6 +164,50 @@ fn authenticated(mut user: User) -> User {
         user.groups.push(GROUP.to_owned());
     }
     user
+}
+
+/// The prefix of a WebSocket subprotocol that carries a bearer token.
+pub(super) const TOKEN_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// The token a WebSocket request carries as a subprotocol (upstream's checks and messages: one
+/// token at most, base64url without padding, UTF-8, and another subprotocol beside it to answer
+/// with); `None` for other requests.
+fn protocol_token(headers: &HeaderMap) -> Result<Option<String>, AuthnError> {
+    use base64::Engine as _;
+    if !super::query::is_websocket(headers) {
+        return Ok(None);
+    }
+    let mut token = None;
+    let mut others = 0;
+    let offered = headers
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim);
+    for protocol in offered {
+        let Some(encoded) = protocol.strip_prefix(TOKEN_PROTOCOL) else {
+            others += usize::from(!protocol.is_empty());
+            continue;
+        };
+        if token.is_some() {
+            return Err(AuthnError::ProtocolToken(
+                "multiple base64.bearer.authorization tokens specified",
+            ));
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| {
+                AuthnError::ProtocolToken("invalid base64.bearer.authorization token encoding")
+            })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| AuthnError::ProtocolToken("invalid base64.bearer.authorization token"))?;
+        token = Some(text);
+    }
+    if token.is_some() && others == 0 {
+        return Err(AuthnError::ProtocolToken("missing additional subprotocol"));
+    }
+    Ok(token.filter(|t| !t.is_empty()))
 }
 
 async fn review(tokens: &Tokens, token: &str) -> Result<Option<User>, ReviewError> {

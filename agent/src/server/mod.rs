@@ -40,10 +40,12 @@ mod query;
 mod routes;
 mod running;
 mod setup;
+mod spdy;
 mod stream;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+mod translate;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

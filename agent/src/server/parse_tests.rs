@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::authz::subresources;
 use super::logs::{container_id, find_pod, has_container, path_segments};
 use super::query::{path_decode, query_pairs, url_decode};
-use super::stream::{Kind, forwarded_ports, stream_options};
+use super::stream::{Kind, forwarded_ports, refused_by_runtime, stream_options};
 
 /// Percent-encodes every byte but unreserved ones (what a client sends).
 fn encode(text: &str) -> String {
@@ -225,4 +225,24 @@ fn forwarded_ports_are_upstream_s() {
             .unwrap_err()
             .contains("unable to parse")
     );
+}
+
+#[test]
+fn runtime_refusals_map_to_upstream_s_statuses() {
+    let refusal = |code: tonic::Code| {
+        refused_by_runtime(&crate::cri::CriError::Call {
+            method: "Exec",
+            status: tonic::Status::new(code, "no"),
+        })
+    };
+    assert_eq!(refusal(tonic::Code::NotFound).status(), 404);
+    let busy = refusal(tonic::Code::ResourceExhausted);
+    assert_eq!(busy.status(), 429);
+    assert_eq!(busy.headers()["retry-after"], "60");
+    assert_eq!(refusal(tonic::Code::Internal).status(), 500);
+    let timeout = crate::cri::CriError::Timeout {
+        method: "Exec",
+        after: std::time::Duration::from_secs(1),
+    };
+    assert_eq!(refused_by_runtime(&timeout).status(), 500);
 }

@@ -1,5 +1,6 @@
-//! Decoding what a URL carries: query pairs (`application/x-www-form-urlencoded`, as Go's
-//! `url.ParseQuery`) and path segments (percent-decoding, `+` kept).
+//! Decoding what a request carries: query pairs (`application/x-www-form-urlencoded`, as Go's
+//! `url.ParseQuery`), path segments (percent-decoding, `+` kept), and whether it asks for a
+//! WebSocket.
 
 /// The decoded `(key, value)` pairs of `query`, in order (a key without `=` has an empty value).
 pub(super) fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
@@ -58,4 +59,15 @@ fn decode(text: &str, plus_is_space: bool) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `headers` ask for a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
+pub(super) fn is_websocket(headers: &hyper::HeaderMap) -> bool {
+    let has = |name: hyper::header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has(hyper::header::CONNECTION, "upgrade") && has(hyper::header::UPGRADE, "websocket")
 }

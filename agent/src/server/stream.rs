@@ -10,8 +10,10 @@
 //! (SPDY/3.1 or WebSocket, and the channel protocol version) and runs the session; after its
 //! `101 Switching Protocols` kernlet copies bytes both ways until either side closes. So every
 //! protocol the runtime speaks works, and the exit status, resize and port data travel as the
-//! runtime frames them. The client's credentials (`Authorization`, cookies, a token carried as
-//! a WebSocket subprotocol) are not forwarded to the runtime. Only an HTTP/1.1 upgrade request
+//! runtime frames them. The one protocol the runtime may lack, WebSocket `v5.channel.k8s.io`,
+//! kernlet serves itself (see `translate`). The CRI call's failure is answered as upstream's
+//! `streaming.WriteError` does (404, 429, 500). The client's credentials (`Authorization`,
+//! cookies, a token carried as a WebSocket subprotocol) are not forwarded to the runtime. Only an HTTP/1.1 upgrade request
 //! costs the runtime a session: anything else is a 400 `Upgrade request required` first. The
 //! session holds its connection's slot under the server's connection cap.
 //!
@@ -27,9 +29,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::logs::{find_pod, path_segments, status_of};
-use super::query::{path_decode, query_pairs};
+use super::query::{is_websocket, path_decode, query_pairs};
 use super::routes::{Body, TEXT, respond};
-use super::{Providers, Slot};
+use super::{Providers, Slot, translate};
 
 /// The most of an error answer from the runtime's streaming server that is passed on.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -51,7 +53,6 @@ const CLIENT_ONLY: [hyper::header::HeaderName; 8] = [
 /// Drops a bearer token carried as a WebSocket subprotocol
 /// (`base64url.bearer.authorization.k8s.io.<token>`) from what goes to the runtime.
 fn strip_token_protocol(headers: &mut hyper::HeaderMap) {
-    const TOKEN_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
     let name = hyper::header::SEC_WEBSOCKET_PROTOCOL;
     let offered: Vec<String> = headers
         .get_all(&name)
@@ -59,7 +60,7 @@ fn strip_token_protocol(headers: &mut hyper::HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|p| !p.is_empty() && !p.starts_with(TOKEN_PREFIX))
+        .filter(|p| !p.is_empty() && !p.starts_with(super::authn::TOKEN_PROTOCOL))
         .map(str::to_owned)
         .collect();
     headers.remove(&name);
@@ -187,17 +188,6 @@ fn spec_tty(pod: &k8s_openapi::api::core::v1::Pod, container: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether `headers` ask for a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
-fn is_websocket(headers: &hyper::HeaderMap) -> bool {
-    let has = |name: hyper::header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    has(hyper::header::CONNECTION, "upgrade") && has(hyper::header::UPGRADE, "websocket")
-}
-
 /// The route: `rest` is the path after `/exec/`, `/attach/` or `/portForward/`.
 pub(super) async fn stream(
     kind: Kind,
@@ -242,6 +232,8 @@ pub(super) async fn stream(
             "no container runtime".to_owned(),
         );
     };
+    // The options of a v5 WebSocket session, which kernlet translates itself.
+    let mut v5 = None;
     let url = match target {
         Some(container) => {
             let Some(id) = status_of(&pod, &container)
@@ -268,6 +260,9 @@ pub(super) async fn stream(
                 // A running process's terminal is what its spec said (upstream `GetAttach`).
                 options.tty = spec_tty(&pod, &container);
             }
+            if is_websocket(request.headers()) && translate::offers_v5(request.headers()) {
+                v5 = Some(options.clone());
+            }
             streaming_url(&runtime, kind, id, options).await
         }
         None if !is_upgrade(&request) => {
@@ -284,14 +279,40 @@ pub(super) async fn stream(
                 })
                 .await
                 .map(|r| r.url)
-                .map_err(|e| e.to_string()),
-            Err(message) => Err(message),
+                .map_err(|e| refused_by_runtime(&e)),
+            Err(refused) => Err(refused),
         },
     };
-    match url {
-        Ok(url) => proxy(&url, request, shutdown).await,
-        Err(message) => text(StatusCode::INTERNAL_SERVER_ERROR, message),
+    match (url, v5) {
+        (Ok(url), Some(options)) => translate::translate(&url, request, &options, shutdown).await,
+        (Ok(url), None) => proxy(&url, request, shutdown).await,
+        (Err(refused), _) => refused,
     }
+}
+
+/// The answer to a failed CRI call, as upstream's `streaming.WriteError`: 404 for `NotFound`,
+/// 429 with `Retry-After` (the URL cache's minute) for `ResourceExhausted`, else 500.
+pub(super) fn refused_by_runtime(error: &crate::cri::CriError) -> Response<Body> {
+    let code = match error {
+        crate::cri::CriError::Call { status, .. } => status.code(),
+        _ => tonic::Code::Unknown,
+    };
+    let status = match code {
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut answer = respond(status, TEXT, format!("{error}\n"));
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        answer
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    answer
+}
+
+fn internal(message: String) -> Response<Body> {
+    respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, message + "\n")
 }
 
 async fn streaming_url(
@@ -299,7 +320,7 @@ async fn streaming_url(
     kind: Kind,
     container_id: String,
     options: StreamOptions,
-) -> Result<String, String> {
+) -> Result<String, Response<Body>> {
     let answer = if kind == Kind::Exec {
         runtime
             .exec(v1::ExecRequest {
@@ -324,11 +345,11 @@ async fn streaming_url(
             .await
             .map(|r| r.url)
     };
-    answer.map_err(|e| e.to_string())
+    answer.map_err(|e| refused_by_runtime(&e))
 }
 
 /// The ready sandbox of pod `uid`.
-async fn sandbox_of(runtime: &crate::cri::Runtime, uid: &str) -> Result<String, String> {
+async fn sandbox_of(runtime: &crate::cri::Runtime, uid: &str) -> Result<String, Response<Body>> {
     let filter = v1::PodSandboxFilter {
         state: Some(v1::PodSandboxStateValue {
             state: v1::PodSandboxState::SandboxReady as i32,
@@ -341,18 +362,18 @@ async fn sandbox_of(runtime: &crate::cri::Runtime, uid: &str) -> Result<String, 
             filter: Some(filter),
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| refused_by_runtime(&e))?;
     answer
         .items
         .into_iter()
         .next()
         .map(|sandbox| sandbox.id)
-        .ok_or_else(|| format!("no ready sandbox for pod {uid}"))
+        .ok_or_else(|| internal(format!("no ready sandbox for pod {uid}")))
 }
 
 /// The runtime's answer other than `101`: its status, type and text; framing is the client
 /// connection's own.
-async fn refusal(answer: Response<Incoming>) -> Response<Body> {
+pub(super) async fn refusal(answer: Response<Incoming>) -> Response<Body> {
     let (parts, body) = answer.into_parts();
     let read = Limited::new(body, MAX_ERROR_BODY).collect();
     let Ok(Ok(body)) = tokio::time::timeout(RUNTIME_TIMEOUT, read).await else {
@@ -372,29 +393,25 @@ async fn refusal(answer: Response<Incoming>) -> Response<Body> {
     response
 }
 
-/// Sends the client's request to the runtime's `url`; after a `101` both upgraded connections
-/// are joined; any other answer is passed back as it is.
-async fn proxy(
+/// Connects to the runtime's streaming server at `url` and sends it a bodiless `method`
+/// request with `headers` (and its own `Host`): the answer, or why there is none.
+pub(super) async fn ask_runtime(
     url: &str,
-    mut request: Request<Incoming>,
-    shutdown: &CancellationToken,
-) -> Response<Body> {
-    let failed = |message: String| {
-        tracing::warn!(%url, %message, "streaming proxy failed");
-        respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, message + "\n")
-    };
+    method: hyper::Method,
+    mut headers: hyper::HeaderMap,
+) -> Result<Response<Incoming>, String> {
     let Ok(target) = url.parse::<Uri>() else {
-        return failed(format!(
+        return Err(format!(
             "the runtime's streaming URL {url:?} does not parse"
         ));
     };
     let (Some(host), Some(port)) = (target.host(), target.port_u16()) else {
-        return failed(format!(
+        return Err(format!(
             "the runtime's streaming URL {url:?} has no host and port"
         ));
     };
     if target.scheme_str() == Some("https") {
-        return failed(format!(
+        return Err(format!(
             "the runtime streams over TLS ({url}); kernlet proxies plain-HTTP streaming servers only"
         ));
     }
@@ -403,70 +420,108 @@ async fn proxy(
     let tcp = match connect.await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(error)) => {
-            return failed(format!(
+            return Err(format!(
                 "cannot reach the runtime's streaming server: {error}"
             ));
         }
-        Err(_) => {
-            return failed("the runtime's streaming server did not accept in time".to_owned());
-        }
+        Err(_) => return Err("the runtime's streaming server did not accept in time".to_owned()),
     };
-    let (mut sender, connection) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
-            Ok(pair) => pair,
-            Err(error) => return failed(format!("streaming server handshake: {error}")),
-        };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|error| format!("streaming server handshake: {error}"))?;
     tokio::spawn(connection.with_upgrades());
-    let slot = request.extensions().get::<Slot>().cloned();
-
+    if let Ok(authority) = HeaderValue::from_str(&format!("{host}:{port}")) {
+        headers.insert(HOST, authority);
+    }
     let mut forward = Request::new(Empty::<Bytes>::new());
-    *forward.method_mut() = request.method().clone();
+    *forward.method_mut() = method;
     *forward.uri_mut() = target
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-    for (name, value) in request.headers() {
-        if !CLIENT_ONLY.contains(name) {
-            forward.headers_mut().append(name.clone(), value.clone());
-        }
+    *forward.headers_mut() = headers;
+    match tokio::time::timeout(RUNTIME_TIMEOUT, sender.send_request(forward)).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(format!("streaming server request: {error}")),
+        Err(_) => Err("the runtime's streaming server did not answer in time".to_owned()),
     }
-    strip_token_protocol(forward.headers_mut());
-    if let Ok(authority) = HeaderValue::from_str(&format!("{host}:{port}")) {
-        forward.headers_mut().insert(HOST, authority);
-    }
-    let client_side = hyper::upgrade::on(&mut request);
-    let mut answer = match tokio::time::timeout(RUNTIME_TIMEOUT, sender.send_request(forward)).await
-    {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(error)) => return failed(format!("streaming server request: {error}")),
-        Err(_) => {
-            return failed("the runtime's streaming server did not answer in time".to_owned());
-        }
-    };
-    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return refusal(answer).await;
-    }
-    let runtime_side = hyper::upgrade::on(&mut answer);
-    let shutdown = shutdown.clone();
+}
+
+/// A 500 for a session the runtime could not give, logged.
+pub(super) fn proxy_failed(url: &str, message: String) -> Response<Body> {
+    tracing::warn!(%url, %message, "streaming proxy failed");
+    respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, message + "\n")
+}
+
+/// Runs `session` until it ends; on shutdown it gets [`super::SHUTDOWN_GRACE`] more.
+/// Runs `session` on the two upgraded connections once both upgrades complete, holding the
+/// connection's `slot` for as long as it lasts; at shutdown the session gets
+/// [`super::SHUTDOWN_GRACE`] to end.
+pub(super) fn spawn_session<S, F>(
+    slot: Option<Slot>,
+    client: hyper::upgrade::OnUpgrade,
+    runtime: hyper::upgrade::OnUpgrade,
+    shutdown: CancellationToken,
+    session: S,
+) where
+    S: FnOnce(TokioIo<hyper::upgrade::Upgraded>, TokioIo<hyper::upgrade::Upgraded>) -> F
+        + Send
+        + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         // The connection's slot stays taken while its session lasts.
         let _slot = slot;
-        let (client, runtime) = match tokio::join!(client_side, runtime_side) {
-            (Ok(client), Ok(runtime)) => (client, runtime),
+        let (client, runtime) = match tokio::join!(client, runtime) {
+            (Ok(client), Ok(runtime)) => (TokioIo::new(client), TokioIo::new(runtime)),
             (client, runtime) => {
                 tracing::debug!(client = ?client.err(), runtime = ?runtime.err(), "upgrade failed");
                 return;
             }
         };
-        let (mut client, mut runtime) = (TokioIo::new(client), TokioIo::new(runtime));
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut runtime);
-        tokio::pin!(copy);
+        let session = session(client, runtime);
+        tokio::pin!(session);
         tokio::select! {
-            _ = &mut copy => {}
+            () = &mut session => {}
             () = shutdown.cancelled() => {
-                let _ = tokio::time::timeout(super::SHUTDOWN_GRACE, copy).await;
+                let _ = tokio::time::timeout(super::SHUTDOWN_GRACE, session).await;
             }
         }
     });
+}
+
+/// Sends the client's request to the runtime's `url`; after a `101` both upgraded connections
+/// are joined; any other answer is passed back as it is.
+async fn proxy(
+    url: &str,
+    mut request: Request<Incoming>,
+    shutdown: &CancellationToken,
+) -> Response<Body> {
+    let mut headers = hyper::HeaderMap::new();
+    for (name, value) in request.headers() {
+        if !CLIENT_ONLY.contains(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    strip_token_protocol(&mut headers);
+    let slot = request.extensions().get::<Slot>().cloned();
+    let client_side = hyper::upgrade::on(&mut request);
+    let mut answer = match ask_runtime(url, request.method().clone(), headers).await {
+        Ok(answer) => answer,
+        Err(message) => return proxy_failed(url, message),
+    };
+    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return refusal(answer).await;
+    }
+    let runtime_side = hyper::upgrade::on(&mut answer);
+    spawn_session(
+        slot,
+        client_side,
+        runtime_side,
+        shutdown.clone(),
+        |mut client, mut runtime| async move {
+            drop(tokio::io::copy_bidirectional(&mut client, &mut runtime).await);
+        },
+    );
     let (parts, _) = answer.into_parts();
     Response::from_parts(parts, Empty::new().boxed())
 }
