@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cgroup::{self, CgroupError, CgroupManager, Cgroupfs, NodeSettings, Setup},
+    cluster,
     config::{KubeletConfig, MetricKinds},
     cri::{CriConfig, CriError, Runtime, exits::ExitRecords},
     ebpf::{ProbeOptions, Probes},
@@ -54,6 +55,8 @@ pub enum DaemonError {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     ServerSetup(#[from] server::SetupError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Runs the agent until `cancel` fires.
@@ -61,17 +64,13 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     tracing::info!(node = %config.node_name, "kernlet starting");
     let proc_root = Path::new("/proc");
     let host_ips = node::host_ips(&config.node_ips, proc_root);
-    // Checked before anything starts. No API client yet: webhook authn/authz refuse to start.
-    let endpoints = server::endpoints(&config, &host_ips, None)?;
+    // Cluster mode's client answers the port's webhook reviews; without one they refuse to start.
+    let (client, reviewers) = api_client(&config).await?;
+    let endpoints = server::endpoints(&config, &host_ips, reviewers.as_ref())?;
     let capacity = node_capacity(proc_root);
     let cgroup_settings = cgroup::node_settings(&config, &capacity, &kernel_release(proc_root));
     let memory_qos = config.cgroups_per_qos && cgroup_settings.pods.memory_qos;
-    let cgroups = if config.cgroups_per_qos {
-        Some(Arc::new(cgroup_manager(cgroup_settings)?))
-    } else {
-        tracing::info!("cgroupsPerQOS is false: the runtime places pods, kernlet enforces nothing");
-        None
-    };
+    let cgroups = pod_cgroups(&config, cgroup_settings)?;
     let metrics = Arc::new(Metrics::new());
     let mount = v2_mount();
     let probes = load_probes(&mount, cgroups.as_deref(), &metrics);
@@ -80,8 +79,6 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
         return Ok(());
     };
     let version = runtime.version();
-    tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version,
-        api = %version.runtime_api_version, "container runtime connected");
 
     let mut node = node_context(&config, host_ips.clone(), &capacity);
     node.memory_qos = memory_qos;
@@ -99,13 +96,21 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     );
     let exit_metrics = metrics.clone();
     let store = Arc::new(
-        StatusStore::new(version.runtime_name.clone(), host_ips)
+        StatusStore::new(version.runtime_name.clone(), host_ips.clone())
             .with_exit_observer(move |took| exit_metrics.observe_exit_to_status(took)),
     );
     let wakers = Wakers::default();
 
     let mut supervisor = Supervisor::new(&metrics, &cancel);
     let restarts = supervisor.restarts.clone();
+    let node_facts = (host_ips.clone(), &capacity);
+    spawn_node_keeper(
+        &mut supervisor,
+        &config,
+        client,
+        (&runtime, &metrics),
+        node_facts,
+    );
 
     let stats = spawn_stats(
         &mut supervisor,
@@ -215,6 +220,9 @@ async fn connect_runtime(
         Err(CriError::Cancelled { .. }) => return Ok(None),
         Err(error) => return Err(error.into()),
     };
+    let version = runtime.version();
+    tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version,
+        api = %version.runtime_api_version, "container runtime connected");
     let observed = metrics.clone();
     Ok(Some(runtime.with_observer(Arc::new(
         move |method, took| {
@@ -278,6 +286,65 @@ fn spawn_pleg(
             relisted: relisted.clone(),
         };
         pleg::run(runtime, wakers, exits, cancel.clone())
+    });
+}
+
+/// The API client of `--kubeconfig` and the reviews it answers; neither when standalone.
+async fn api_client(
+    config: &KubeletConfig,
+) -> Result<(Option<kube::Client>, Option<server::Reviewers>), DaemonError> {
+    let Some(path) = &config.kubeconfig else {
+        return Ok((None, None));
+    };
+    let client = cluster::connect(path).await?;
+    let reviewer = Arc::new(cluster::reviews::ApiReviewer {
+        client: client.clone(),
+    });
+    let reviewers = server::Reviewers {
+        tokens: reviewer.clone(),
+        access: reviewer,
+    };
+    Ok((Some(client), Some(reviewers)))
+}
+
+/// Cluster mode's node: registration, status and Lease, under supervision (nothing standalone).
+fn spawn_node_keeper(
+    supervisor: &mut Supervisor,
+    config: &KubeletConfig,
+    client: Option<kube::Client>,
+    (runtime, metrics): (&Runtime, &Arc<Metrics>),
+    (host_ips, capacity): (Vec<IpAddr>, &Amounts),
+) {
+    let Some(client) = client else {
+        return;
+    };
+    let mut facts = cluster::facts::gather(
+        config,
+        &cluster::facts::HostRoot(PathBuf::from("/")),
+        host_ips,
+        capacity,
+    );
+    let version = runtime.version();
+    facts.runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
+    let reporter = Arc::new(cluster::heartbeat::NodeReporter {
+        client: client.clone(),
+        settings: config.cluster.clone(),
+        facts,
+        runtime: runtime.clone(),
+        metrics: metrics.clone(),
+        update_every: config.node_status_update_frequency,
+        report_every: config.node_status_report_frequency,
+    });
+    let lease = Arc::new(cluster::lease::LeaseKeeper {
+        client,
+        node_name: config.node_name.clone(),
+        duration: config.cluster.node_lease_duration,
+        metrics: metrics.clone(),
+    });
+    let cancel = supervisor.cancel.clone();
+    supervisor.spawn("node-status", move || {
+        let (reporter, lease, cancel) = (reporter.clone(), lease.clone(), cancel.clone());
+        async move { cluster::heartbeat::keep_node(&reporter, &lease, &cancel).await }
     });
 }
 
@@ -415,6 +482,18 @@ fn kernel_release(proc_root: &Path) -> String {
     std::fs::read_to_string(proc_root.join("sys/kernel/osrelease"))
         .map(|text| text.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The cgroup manager, unless `cgroupsPerQOS` is off.
+fn pod_cgroups(
+    config: &KubeletConfig,
+    settings: NodeSettings,
+) -> Result<Option<Arc<CgroupManager>>, CgroupError> {
+    if !config.cgroups_per_qos {
+        tracing::info!("cgroupsPerQOS is false: the runtime places pods, kernlet enforces nothing");
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(cgroup_manager(settings)?)))
 }
 
 /// Checks that the host can enforce (cgroup v2 with the controllers kernlet writes), then builds

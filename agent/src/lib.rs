@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod cri;
 pub mod daemon;

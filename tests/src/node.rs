@@ -46,6 +46,7 @@ pub struct TestNode {
     kernlet: Option<Child>,
     binary: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl TestNode {
@@ -59,6 +60,18 @@ impl TestNode {
     /// in `extra_yaml` becomes the fixture's cgroup subtree (torn down with the fixture), the
     /// place for `cgroupRoot` when `cgroupsPerQOS` is on.
     pub fn start_with(extra_yaml: &str, env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_full(extra_yaml, env, &[], None)
+    }
+
+    /// As [`TestNode::start_with`], with extra command-line `args` for kernlet and, when given,
+    /// `client` as the credentials of [`TestNode::client`] (e.g. a cluster's admin, when
+    /// `extra_yaml` points `clientCAFile` at the cluster's CA).
+    pub fn start_full(
+        extra_yaml: &str,
+        env: &[(&str, &str)],
+        args: &[String],
+        client: Option<xtask::pki::ClientPki>,
+    ) -> Result<Self> {
         let fixture = RuntimeFixture::start(Options::default())?;
         let dir = tempfile::Builder::new()
             .prefix("kernlet-node-")
@@ -67,7 +80,10 @@ impl TestNode {
             fs::create_dir_all(dir.path().join(sub))?;
         }
         let port = xtask::http::free_port()?;
-        let pki = fixture.client_pki()?;
+        let pki = match client {
+            Some(pki) => pki,
+            None => fixture.client_pki()?,
+        };
         let config = fixture.kernlet_config(
             &dir.path().join("manifests"),
             &dir.path().join("logs"),
@@ -93,6 +109,7 @@ impl TestNode {
                 .iter()
                 .map(|&(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            args: args.to_vec(),
         };
         node.start_kernlet()?;
         Ok(node)
@@ -126,6 +143,7 @@ impl TestNode {
             .arg("--root-dir")
             .arg(self.dir.path().join("root"))
             .args(["--hostname-override", "testnode"])
+            .args(&self.args)
             .env("RUST_LOG", "kernlet=debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone()?)

@@ -34,7 +34,7 @@ fn connect(port: u16, timeout: Duration) -> Result<TcpStream> {
 
 /// Sends `GET path` and reads the whole answer (the server closes after it): the body of a 200.
 fn exchange(stream: impl Read + Write, path: &str) -> Result<String> {
-    let (status, head, body) = exchange_raw(stream, path, None)?;
+    let (status, head, body) = exchange_raw(stream, path, None, "")?;
     if status != 200 {
         bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
     }
@@ -43,14 +43,16 @@ fn exchange(stream: impl Read + Write, path: &str) -> Result<String> {
 
 /// Sends `GET path` and reads the answer until the server closes or, with `for_at_most`, that
 /// long has passed (a streaming answer): the status, the head and the (dechunked) body.
+/// `headers` are extra header lines, each ending in `\r\n`.
 fn exchange_raw(
     mut stream: impl Read + Write,
     path: &str,
     for_at_most: Option<Duration>,
+    headers: &str,
 ) -> Result<(u16, String, String)> {
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
     )?;
     stream.flush()?;
     let raw = read_all(&mut stream, for_at_most)?;
@@ -129,7 +131,8 @@ impl TlsClient {
 
     /// `GET path`: the status and the body, whatever the status.
     pub fn request(&self, path: &str) -> Result<(u16, String)> {
-        let (status, _, body) = exchange_raw(self.connect(Duration::from_secs(10))?, path, None)?;
+        let (status, _, body) =
+            exchange_raw(self.connect(Duration::from_secs(10))?, path, None, "")?;
         Ok((status, body))
     }
 
@@ -141,13 +144,24 @@ impl TlsClient {
         stream
             .sock
             .set_read_timeout(Some(Duration::from_millis(200)))?;
-        let (status, _, body) = exchange_raw(stream, path, Some(duration))?;
+        let (status, _, body) = exchange_raw(stream, path, Some(duration), "")?;
+        Ok((status, body))
+    }
+
+    /// `GET path` with a bearer token and no client certificate: the status and the body.
+    pub fn request_with_token(&self, path: &str, token: &str) -> Result<(u16, String)> {
+        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+        let connection = rustls::ClientConnection::new(self.config_with(false)?, name)?;
+        let stream =
+            rustls::StreamOwned::new(connection, connect(self.port, Duration::from_secs(10))?);
+        let header = format!("Authorization: Bearer {token}\r\n");
+        let (status, _, body) = exchange_raw(stream, path, None, &header)?;
         Ok((status, body))
     }
 
     fn connect(&self, timeout: Duration) -> Result<TlsStream> {
         let name = rustls::pki_types::ServerName::try_from("localhost")?;
-        let connection = rustls::ClientConnection::new(self.config()?, name)?;
+        let connection = rustls::ClientConnection::new(self.config_with(true)?, name)?;
         Ok(rustls::StreamOwned::new(
             connection,
             connect(self.port, timeout)?,
@@ -164,7 +178,8 @@ impl TlsClient {
         Ok(stream)
     }
 
-    fn config(&self) -> Result<Arc<rustls::ClientConfig>> {
+    /// The TLS client config, presenting the client certificate when `certificate`.
+    fn config_with(&self, certificate: bool) -> Result<Arc<rustls::ClientConfig>> {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(&self.server_ca)
@@ -172,19 +187,22 @@ impl TlsClient {
         for cert in CertificateDer::pem_slice_iter(&pem) {
             roots.add(cert?)?;
         }
-        let chain =
-            CertificateDer::pem_file_iter(&self.pki.cert)?.collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_file(&self.pki.key)?;
+
         #[expect(
             deprecated,
             reason = "ring has no post-quantum key exchange; a loopback test client needs none"
         )]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
-        Ok(Arc::new(config))
+            .with_root_certificates(roots);
+        if !certificate {
+            return Ok(Arc::new(builder.with_no_client_auth()));
+        }
+        let chain =
+            CertificateDer::pem_file_iter(&self.pki.cert)?.collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(&self.pki.key)?;
+        Ok(Arc::new(builder.with_client_auth_cert(chain, key)?))
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cmd;
+pub mod control_plane;
 pub mod demo;
 pub mod http;
 pub mod images;

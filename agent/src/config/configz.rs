@@ -36,6 +36,7 @@ pub fn configz(config: &KubeletConfig) -> Value {
     node_fields(config, &mut fields);
     runtime_fields(config, &mut fields);
     resource_fields(config, &mut fields);
+    super::cluster::configz_fields(&config.cluster, &mut fields);
     unsupported_defaults(&mut fields);
     json!({ "kubeletconfig": Value::Object(fields) })
 }
@@ -288,12 +289,12 @@ const UNSUPPORTED_DEFAULTS: &str = r#"{
     "httpCheckFrequency": "20s", "registryPullQPS": 5, "registryBurst": 10,
     "imagePullCredentialsVerificationPolicy": "NeverVerifyPreloadedImages",
     "eventRecordQPS": 50, "eventBurst": 100, "oomScoreAdj": -999,
-    "streamingConnectionIdleTimeout": "4h0m0s", "nodeLeaseDurationSeconds": 40,
+    "streamingConnectionIdleTimeout": "4h0m0s",
     "imageMaximumGCAge": "0s", "volumeStatsAggPeriod": "1m0s",
     "cpuManagerPolicy": "none", "cpuManagerReconcilePeriod": "10s",
     "draManagerReconcilePeriod": "1m0s", "memoryManagerPolicy": "None",
     "topologyManagerPolicy": "none", "topologyManagerScope": "container",
-    "nodeStatusMaxImages": 50, "maxOpenFiles": 1000000,
+    "maxOpenFiles": 1000000,
     "contentType": "application/vnd.kubernetes.protobuf", "kubeAPIQPS": 50, "kubeAPIBurst": 100,
     "evictionPressureTransitionPeriod": "5m0s", "enableControllerAttachDetach": true,
     "makeIPTablesUtilChains": true, "iptablesMasqueradeBit": 14, "iptablesDropBit": 15,
@@ -303,7 +304,7 @@ const UNSUPPORTED_DEFAULTS: &str = r#"{
     "enableSystemLogHandler": true, "enableSystemLogQuery": false,
     "shutdownGracePeriodCriticalPods": "0s", "enableProfilingHandler": true,
     "enableDebugFlagsHandler": true, "seccompDefault": false, "memoryReservationPolicy": "None",
-    "registerNode": true, "localStorageCapacityIsolation": true, "failCgroupV1": true
+    "localStorageCapacityIsolation": true, "failCgroupV1": true
 }"#;
 
 fn unsupported_defaults(out: &mut Map<String, Value>) {
@@ -379,7 +380,7 @@ mod tests {
                 "webhook": { "cacheAuthorizedTTL": "5m0s", "cacheUnauthorizedTTL": "30s" },
             },
             "oomScoreAdj": -999, "streamingConnectionIdleTimeout": "4h0m0s",
-            "registerNode": true, "memorySwap": {},
+            "memorySwap": {},
         });
         for (key, value) in expected.as_object().expect("an object") {
             assert_eq!(fields.get(key), Some(value), "{key}");
@@ -398,7 +399,7 @@ mod tests {
     fn every_key_is_an_upstream_field_and_every_supported_field_can_appear() {
         let defaults: Map<String, Value> =
             serde_json::from_str(UNSUPPORTED_DEFAULTS).expect("valid JSON");
-        assert_eq!(defaults.len(), 42);
+        assert_eq!(defaults.len(), 39);
         let busy = inner(&busy());
         for fields in [inner(&KubeletConfig::default()), busy.clone()] {
             for (key, value) in &fields {
@@ -447,7 +448,9 @@ mod tests {
         logging: {format: text, verbosity: 0}, shutdownGracePeriod: 45s,
         crashLoopBackOff: {maxContainerRestartPeriod: 1m}, memoryThrottlingFactor: 0.75,
         containerRuntimeEndpoint: "unix:///run/crio/crio.sock",
-        imageServiceEndpoint: "unix:///run/images.sock" }"#;
+        imageServiceEndpoint: "unix:///run/images.sock", registerNode: false,
+        registerWithTaints: [{key: dedicated, value: gpu, effect: NoSchedule}],
+        nodeLeaseDurationSeconds: 60, nodeStatusMaxImages: 10 }"#;
 
     fn busy() -> KubeletConfig {
         let loaded = KubeletConfig::from_yaml_str(BUSY).unwrap_or_else(|e| panic!("{e}"));

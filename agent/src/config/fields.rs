@@ -19,7 +19,7 @@ use super::{
 };
 
 /// Upstream fields that kernlet reads into [`KubeletConfig`].
-pub(super) const SUPPORTED: [&str; 53] = [
+pub(super) const SUPPORTED: [&str; 57] = [
     "podLogsDir",
     "enableServer",
     "staticPodPath",
@@ -73,6 +73,10 @@ pub(super) const SUPPORTED: [&str; 53] = [
     "memoryThrottlingFactor",
     "containerRuntimeEndpoint",
     "imageServiceEndpoint",
+    "registerNode",
+    "registerWithTaints",
+    "nodeLeaseDurationSeconds",
+    "nodeStatusMaxImages",
 ];
 
 const I32_MAX: i64 = i32::MAX as i64;
@@ -178,6 +182,7 @@ impl Reader<'_> {
         self.read_node(root, &mut c);
         self.read_runtime(root, &mut c);
         self.read_resources(root, &mut c);
+        self.read_cluster(root, &mut c.cluster);
         c
     }
 

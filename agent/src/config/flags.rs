@@ -142,6 +142,30 @@ pub struct Flags {
     /// Plain-HTTP read-only port, 0 to disable [config: readOnlyPort].
     #[arg(long, value_name = "PORT")]
     pub read_only_port: Option<u16>,
+
+    /// Labels to register the node with, `key=value,...` (cluster mode).
+    #[arg(long, value_name = "LABELS", value_parser = super::cluster::parse_labels)]
+    pub node_labels: Option<std::collections::BTreeMap<String, String>>,
+
+    /// Taints to register the node with, `key=value:Effect,...` [config: registerWithTaints].
+    #[arg(
+        long,
+        value_name = "TAINTS",
+        value_delimiter = ',',
+        value_parser = super::cluster::parse_taint
+    )]
+    pub register_with_taints: Option<Vec<super::Taint>>,
+
+    /// Register the node with the API server [config: registerNode].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub register_node: Option<bool>,
 }
 
 fn parse_metric_kinds(text: &str) -> Result<super::MetricKinds, String> {
@@ -184,6 +208,9 @@ impl Default for Flags {
             authentication_token_webhook: None,
             authorization_mode: None,
             read_only_port: None,
+            node_labels: None,
+            register_with_taints: None,
+            register_node: None,
         }
     }
 }
@@ -299,6 +326,15 @@ fn apply_server(flags: &Flags, config: &mut KubeletConfig) {
     }
     if let Some(port) = flags.read_only_port {
         config.read_only_port = port;
+    }
+    if let Some(labels) = &flags.node_labels {
+        config.cluster.node_labels.clone_from(labels);
+    }
+    if let Some(taints) = &flags.register_with_taints {
+        config.cluster.register_with_taints.clone_from(taints);
+    }
+    if let Some(register) = flags.register_node {
+        config.cluster.register_node = register;
     }
 }
 

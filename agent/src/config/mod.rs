@@ -18,6 +18,7 @@
 //!   (kubeadm writes many of them out), anything else is an error naming each such field;
 //! - keys that are not upstream fields at all come back as warnings in [`Loaded::warnings`].
 
+mod cluster;
 mod configz;
 mod duration;
 mod eviction;
@@ -38,6 +39,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cluster::{ClusterSettings, Taint, is_kubelet_label};
 pub use configz::configz;
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use eviction::{
@@ -72,6 +74,8 @@ pub struct KubeletConfig {
     pub root_dir: PathBuf,
     /// `--kubeconfig`; `None` means standalone mode (no API server).
     pub kubeconfig: Option<PathBuf>,
+    /// How the node registers and reports itself in cluster mode.
+    pub cluster: ClusterSettings,
     /// `--node-ip`: none, one, or a dual-stack pair of different families.
     pub node_ips: Vec<IpAddr>,
     /// `--v` / `-v` log verbosity.
@@ -199,6 +203,7 @@ impl Default for KubeletConfig {
             node_name: String::new(),
             root_dir: PathBuf::from(DEFAULT_ROOT_DIR),
             kubeconfig: None,
+            cluster: ClusterSettings::default(),
             node_ips: Vec::new(),
             verbosity: 0,
             config_file: None,

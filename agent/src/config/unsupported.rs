@@ -53,7 +53,7 @@ const fn field(name: &'static str, accepts: Accepts, default: &'static str) -> U
 use Accepts::{AnyBool, Bool, Duration, Empty, Int, MemorySwap, Null, Str, UserNamespaces};
 
 /// Every upstream field that is neither typed by kernlet nor `apiVersion`/`kind`.
-pub(super) const UNSUPPORTED: [Unsupported; 73] = [
+pub(super) const UNSUPPORTED: [Unsupported; 69] = [
     field("httpCheckFrequency", Duration(&["0s", "20s"]), "\"20s\""),
     field("staticPodURL", Str(&[""]), "\"\""),
     field("staticPodURLHeader", Empty, "unset"),
@@ -77,7 +77,6 @@ pub(super) const UNSUPPORTED: [Unsupported; 73] = [
         Duration(&["0s", "4h"]),
         "\"4h\"",
     ),
-    field("nodeLeaseDurationSeconds", Int(&[0, 40]), "40"),
     field("imageMaximumGCAge", Duration(&["0s"]), "\"0s\""),
     field("volumeStatsAggPeriod", Duration(&["0s", "1m"]), "\"1m\""),
     field("kubeletCgroups", Str(&[""]), "\"\""),
@@ -111,7 +110,6 @@ pub(super) const UNSUPPORTED: [Unsupported; 73] = [
     field("qosReserved", Empty, "unset"),
     field("podCIDR", Str(&[""]), "\"\""),
     field("runOnce", Bool(false), "false"),
-    field("nodeStatusMaxImages", Int(&[50]), "50"),
     field("maxOpenFiles", Int(&[0, 1_000_000]), "1000000"),
     field(
         "contentType",
@@ -171,8 +169,6 @@ pub(super) const UNSUPPORTED: [Unsupported; 73] = [
     field("enableDebugFlagsHandler", Bool(true), "true"),
     field("seccompDefault", Bool(false), "false"),
     field("memoryReservationPolicy", Str(&["", "None"]), "\"None\""),
-    field("registerWithTaints", Empty, "unset"),
-    field("registerNode", Bool(true), "true"),
     field("tracing", Null, "unset"),
     field("localStorageCapacityIsolation", Bool(true), "true"),
     // kernlet only runs on cgroup v2, where this setting changes nothing.

@@ -249,3 +249,25 @@ impl Runtime {
         })
     }
 }
+
+/// What the node reports of its runtime in cluster mode (the Node's `Ready` condition and
+/// `status.images`). Not in [`Cri`]: the reconciler never asks.
+impl Runtime {
+    /// CRI `Status`: whether the runtime and its network are ready.
+    pub fn status(&self) -> CallFuture<'static, v1::StatusResponse> {
+        let mut client = self.runtime.clone();
+        self.call("Status", self.timeout, async move {
+            client.status(v1::StatusRequest { verbose: false }).await
+        })
+    }
+
+    /// CRI `ListImages`.
+    pub fn list_images(&self) -> CallFuture<'static, v1::ListImagesResponse> {
+        let mut client = self.images.clone();
+        self.call("ListImages", self.timeout, async move {
+            client
+                .list_images(v1::ListImagesRequest { filter: None })
+                .await
+        })
+    }
+}

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// The agent's top-level modules, bottom to top.
-pub const ORDER: [&str; 16] = [
+pub const ORDER: [&str; 17] = [
     "config",
     "clock",
     "supervise",
@@ -33,6 +33,7 @@ pub const ORDER: [&str; 16] = [
     "status",
     "stats",
     "server",
+    "cluster",
     "daemon",
 ];
 

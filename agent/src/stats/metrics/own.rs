@@ -13,6 +13,7 @@
 //! | `kernlet_pleg_exit_watches` | gauge | | `reconcile::exits::ExitCounts` (pidfds open) |
 //! | `kernlet_pleg_exit_events_total` | counter | `source` | `reconcile::exits::ExitCounts` (exits seen in `containerd` task events or through a `pidfd`) |
 //! | `kernlet_pleg_exit_to_status_seconds` | histogram | | `status::store::StatusStore` (runtime's `finishedAt` to the status showing the exit) |
+//! | `kernlet_api_requests_total` | counter | `call`, `result` | cluster mode: API server calls (`register`, `node-status`, `lease`, ...), `ok` or `error` |
 //!
 //! The eBPF run statistics are cumulative in the kernel (and only advance while
 //! `kernel.bpf_stats_enabled` is 1), so they are set, not incremented. The CRI buckets are
@@ -62,6 +63,10 @@ const EXIT_WATCHES: Desc = Desc::gauge(
 const EXIT_EVENTS: Desc = Desc::counter(
     "kernlet_pleg_exit_events_total",
     "Cumulative count of container exits seen in containerd's task events or through a pidfd, by source.",
+);
+const API_REQUESTS: Desc = Desc::counter(
+    "kernlet_api_requests_total",
+    "Cumulative count of API server requests in cluster mode, by call and result (ok or error).",
 );
 const EXIT_TO_STATUS: Desc = Desc::histogram(
     "kernlet_pleg_exit_to_status_seconds",
@@ -155,6 +160,8 @@ struct State {
     manifest_errors: Option<Arc<AtomicU64>>,
     task_restarts: Option<Arc<TaskRestarts>>,
     exits: Option<Arc<ExitCounts>>,
+    /// `(call, ok)` -> count.
+    api: BTreeMap<(&'static str, bool), u64>,
 }
 
 /// kernlet's own metrics, shared between the daemon's tasks and the server.
@@ -213,6 +220,11 @@ impl Metrics {
         }
     }
 
+    /// Counts one API server request of `call` (cluster mode) and whether it succeeded.
+    pub fn count_api_request(&self, call: &'static str, ok: bool) {
+        *self.state().api.entry((call, ok)).or_default() += 1;
+    }
+
     /// Exposes the static pod source's manifest error counter
     /// (`StaticPodSource::manifest_errors_counter`).
     pub fn track_manifest_errors(&self, counter: Arc<AtomicU64>) {
@@ -265,6 +277,11 @@ impl Metrics {
                 let labels = vec![("source", source.to_owned())];
                 out.sample(&EXIT_EVENTS, labels, count as f64, None);
             }
+        }
+        for (&(call, ok), &count) in &state.api {
+            let result = if ok { "ok" } else { "error" };
+            let labels = vec![("call", call.to_owned()), ("result", result.to_owned())];
+            out.sample(&API_REQUESTS, labels, count as f64, None);
         }
         if let Some(exits) = &state.exit_to_status {
             out.histogram(&EXIT_TO_STATUS, Vec::new(), &exits.value(), None);

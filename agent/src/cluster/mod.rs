@@ -1,0 +1,65 @@
+//! Cluster mode: kernlet as a node of a real cluster, through the API server named by
+//! `--kubeconfig`. This module registers the Node and keeps it alive (status and Lease), and
+//! answers the kubelet port's token and access reviews with the API server.
+//!
+//! Upstream: `pkg/kubelet/kubelet_node_status.go` (registration, status updates),
+//! `pkg/kubelet/nodelease` (the Lease in `kube-node-lease`), `pkg/kubelet/server/auth.go` (the
+//! `TokenReview` and `SubjectAccessReview` webhooks). Every API call goes through `kube`'s client
+//! (rustls over ring, as the server's TLS) with the node's own credentials, so the API server's
+//! `Node` authorizer and `NodeRestriction` admission judge kernlet as they judge a kubelet.
+//!
+//! API errors never stop kernlet or a pod: every loop retries with backoff, logs, and counts
+//! its calls in `kernlet_api_requests_total{call,result}`.
+//!
+//! `kube` is kept over hand-written REST calls: its typed `Api<K>` over `k8s-openapi`'s objects,
+//! kubeconfig loading (client certificates, tokens, CA data) and watcher are what a kubelet's
+//! client needs, and it is the client the field uses.
+
+pub mod facts;
+pub mod heartbeat;
+pub mod lease;
+pub mod node;
+pub mod reviews;
+
+use std::path::Path;
+
+/// Errors of cluster mode's setup; the loops themselves only log.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("api client from kubeconfig {path}: {source}")]
+    Client {
+        path: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// An API client with the credentials of `kubeconfig` (its current context).
+pub async fn connect(kubeconfig: &Path) -> Result<kube::Client, ClusterError> {
+    let path = kubeconfig.display().to_string();
+    let file = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|source| {
+        ClusterError::Kubeconfig {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(file, &options)
+        .await
+        .map_err(|source| ClusterError::Kubeconfig {
+            path: path.clone(),
+            source,
+        })?;
+    kube::Client::try_from(config).map_err(|source| ClusterError::Client { path, source })
+}
+
+/// Whether `error` is the API server's answer with HTTP status `code`.
+fn is_status(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == code)
+}

@@ -1,0 +1,219 @@
+//! Cluster mode against a real kube-apiserver (`xtask::control_plane`: etcd and kube-apiserver
+//! with `Node,RBAC` and `NodeRestriction`): kernlet, with a `system:node:testnode` client
+//! certificate, registers its Node (labels, taints, capacity, allocatable, nodeInfo,
+//! addresses, conditions), renews its Lease, and answers its kubelet port with the API server's
+//! `SubjectAccessReview`s. Skipped, with the reason printed, where the Kubernetes binaries are
+//! absent.
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use kernlet_tests::{node::TestNode, skip};
+use serde_json::Value;
+use xtask::{
+    control_plane::ControlPlane,
+    k8s::{self, K8sBin},
+};
+
+const NODE: &str = "testnode";
+
+/// The control plane, or `None` (after printing the skip) without the binaries.
+fn control_plane(test: &str) -> Result<Option<ControlPlane>> {
+    match k8s::find()? {
+        K8sBin::Found(bin) => Ok(Some(ControlPlane::start(&bin)?)),
+        K8sBin::Missing(reason) => {
+            skip(test, &reason);
+            Ok(None)
+        }
+    }
+}
+
+/// kernlet as node `testnode` of `plane`: its kubelet port trusts the cluster CA, asks the API
+/// server about every request (webhook authentication and authorization, the config file's
+/// upstream defaults), and the test's client is the cluster admin.
+fn join(plane: &ControlPlane, args: &[&str]) -> Result<TestNode> {
+    let node_pki = plane.issue("node", &format!("system:node:{NODE}"), &["system:nodes"])?;
+    let kubeconfig = plane.kubeconfig("node", &node_pki)?;
+    let yaml = format!(
+        "authentication: {{x509: {{clientCAFile: {}}}, webhook: {{enabled: true}}, \
+         anonymous: {{enabled: false}}}}\nauthorization: {{mode: Webhook}}\n\
+         nodeStatusUpdateFrequency: 1s\nnodeLeaseDurationSeconds: 4\n",
+        plane.ca_file().display()
+    );
+    let mut all = vec![format!("--kubeconfig={}", kubeconfig.display())];
+    all.extend(args.iter().map(|arg| (*arg).to_owned()));
+    TestNode::start_full(&yaml, &[], &all, Some(plane.admin.clone()))
+}
+
+fn condition<'a>(node: &'a Value, type_: &str) -> Option<&'a Value> {
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// The registered Node as upstream's kubelet would have it.
+fn check_node(object: &Value, port: u16) -> Result<()> {
+    let labels = &object["metadata"]["labels"];
+    ensure!(labels["kubernetes.io/hostname"] == NODE, "{labels}");
+    ensure!(labels["kubernetes.io/os"] == "linux", "{labels}");
+    ensure!(labels["team"] == "kernlet", "{labels}");
+    ensure!(labels["node.kubernetes.io/pool"] == "test", "{labels}");
+    let taints = &object["spec"]["taints"];
+    ensure!(
+        taints[0]["key"] == "dedicated" && taints[0]["effect"] == "NoSchedule",
+        "{taints}"
+    );
+    let status = &object["status"];
+    for resource in ["cpu", "memory", "pods", "ephemeral-storage"] {
+        ensure!(
+            status["capacity"][resource].is_string(),
+            "capacity: {status:#}"
+        );
+        ensure!(
+            status["allocatable"][resource].is_string(),
+            "allocatable: {status:#}"
+        );
+    }
+    let info = &status["nodeInfo"];
+    ensure!(
+        info["kubeletVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("v1.36")),
+        "{info}"
+    );
+    ensure!(
+        info["containerRuntimeVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("containerd://")),
+        "{info}"
+    );
+    ensure!(
+        info["operatingSystem"] == "linux" && !info["bootID"].as_str().unwrap_or("").is_empty(),
+        "{info}"
+    );
+    ensure!(
+        status["daemonEndpoints"]["kubeletEndpoint"]["Port"] == port,
+        "{status:#}"
+    );
+    let addresses = status["addresses"].as_array().context("no addresses")?;
+    ensure!(
+        addresses.iter().any(|a| a["type"] == "InternalIP"),
+        "{addresses:?}"
+    );
+    ensure!(
+        addresses
+            .iter()
+            .any(|a| a["type"] == "Hostname" && a["address"] == NODE),
+        "{addresses:?}"
+    );
+    for (type_, reason) in [
+        ("Ready", "KubeletReady"),
+        ("MemoryPressure", "KubeletHasSufficientMemory"),
+        ("DiskPressure", "KubeletHasNoDiskPressure"),
+        ("PIDPressure", "KubeletHasSufficientPID"),
+    ] {
+        let found = condition(object, type_).with_context(|| format!("no {type_}"))?;
+        ensure!(found["reason"] == reason, "{type_}: {found}");
+    }
+
+    Ok(())
+}
+
+#[test]
+#[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
+fn the_node_registers_becomes_ready_and_renews_its_lease() -> Result<()> {
+    let Some(plane) = control_plane("the_node_registers_becomes_ready_and_renews_its_lease")?
+    else {
+        return Ok(());
+    };
+    let node = join(
+        &plane,
+        &[
+            "--node-labels=team=kernlet,node.kubernetes.io/pool=test",
+            "--register-with-taints=dedicated=test:NoSchedule",
+        ],
+    )?;
+    let path = format!("/api/v1/nodes/{NODE}");
+    let mut object = Value::Null;
+    node.wait_until(
+        "the node is Ready in the API",
+        Duration::from_mins(1),
+        |_| {
+            object = plane.get_json(&path).unwrap_or(Value::Null);
+            Ok(condition(&object, "Ready").is_some_and(|c| c["status"] == "True"))
+        },
+    )
+    .with_context(|| format!("node: {object:#}\nkernlet log:\n{}", node.log()))?;
+
+    check_node(&object, node.port)?;
+
+    // The Lease is owned by the Node and renewed every second (a quarter of 4 s).
+    let lease_path =
+        format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE}");
+    let lease = plane.get_json(&lease_path)?;
+    ensure!(lease["spec"]["holderIdentity"] == NODE, "{lease:#}");
+    ensure!(lease["spec"]["leaseDurationSeconds"] == 4, "{lease:#}");
+    let owner = &lease["metadata"]["ownerReferences"][0];
+    ensure!(
+        owner["kind"] == "Node" && owner["uid"] == object["metadata"]["uid"],
+        "{lease:#}"
+    );
+    let first = lease["spec"]["renewTime"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    node.wait_until("the lease is renewed", Duration::from_secs(20), |_| {
+        let renewed = plane.get_json(&lease_path)?;
+        Ok(renewed["spec"]["renewTime"]
+            .as_str()
+            .is_some_and(|t| t > first.as_str()))
+    })?;
+
+    let metrics = node.get("/metrics")?;
+    ensure!(
+        metrics.contains(r#"kernlet_api_requests_total{call="lease",result="ok"}"#),
+        "{metrics}"
+    );
+    let log = node.log();
+    ensure!(
+        !log.contains("forbidden"),
+        "NodeRestriction or the Node authorizer refused: {log}"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
+fn the_kubelet_port_asks_the_api_server_who_may_do_what() -> Result<()> {
+    let Some(plane) = control_plane("the_kubelet_port_asks_the_api_server_who_may_do_what")? else {
+        return Ok(());
+    };
+    // The admin (system:masters) is allowed: TestNode::start waited for its /pods.
+    let node = join(&plane, &[])?;
+    let (code, _) = node.client.request("/stats/summary")?;
+    ensure!(code == 200, "admin: {code}");
+
+    // Bearer tokens go to a TokenReview: the API server's admin token is the admin; a made-up
+    // one is nobody (401).
+    let (code, body) = node
+        .client
+        .request_with_token("/pods", &plane.admin_token)?;
+    ensure!(code == 200, "admin token: {code} {body}");
+    let (code, _) = node.client.request_with_token("/pods", "not-a-token")?;
+    ensure!(code == 401, "made-up token: {code}");
+
+    // A user the API server knows but RBAC does not allow nodes/proxy is denied.
+    let viewer = plane.issue("viewer", "jane", &["developers"])?;
+    let mut client = node.client.clone();
+    client.pki = viewer;
+    let (code, body) = client.request("/pods")?;
+    ensure!(code == 403, "jane /pods: {code} {body}");
+    ensure!(body.contains("jane") && body.contains("proxy"), "{body}");
+
+    // Another node's credentials may not read this node's pods either (the Node authorizer).
+    let other = plane.issue("other-node", "system:node:other", &["system:nodes"])?;
+    client.pki = other;
+    let (code, _) = client.request("/pods")?;
+    ensure!(code == 403, "system:node:other /pods: {code}");
+    Ok(())
+}

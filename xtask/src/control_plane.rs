@@ -1,0 +1,351 @@
+//! A real Kubernetes control plane on loopback for cluster-mode tests: etcd and kube-apiserver
+//! from the upstream binaries ([`crate::k8s`]), with freshly generated PKI, the `Node,RBAC`
+//! authorizers and the `NodeRestriction` admission plugin, as a production cluster has them.
+//! Every permission mistake kernlet makes fails here as it would there.
+//!
+//! The flags are those `../shared/k8s/README.md` verified (service-account keys and issuer are
+//! required; `--advertise-address=127.0.0.1` keeps the `kubernetes` Service on loopback).
+//! Credentials are issued by [`ControlPlane::issue`]: a client certificate signed by the cluster
+//! CA, e.g. `system:node:<name>` in `system:nodes` for kernlet. Processes are killed on drop.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::http::{TlsClient, free_port};
+use crate::pki::ClientPki;
+
+/// The cluster CA and its key, kept to issue client certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+/// etcd and kube-apiserver, running until dropped.
+pub struct ControlPlane {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    children: Vec<(&'static str, Child)>,
+    /// kube-apiserver's secure port on 127.0.0.1.
+    pub port: u16,
+    /// A `system:masters` client (`kubernetes-admin`).
+    pub admin: ClientPki,
+    /// A bearer token the API server knows as `admin` in `system:masters` (its token file).
+    pub admin_token: String,
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver from the binaries in `bin` and waits until `/readyz` says
+    /// ok.
+    pub fn start(bin: &Path) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("kernlet-control-plane-")
+            .tempdir()?;
+        let ca = new_ca()?;
+        fs::write(dir.path().join("ca.crt"), ca.cert.pem())?;
+        let mut plane = Self {
+            admin: ClientPki {
+                ca: dir.path().join("ca.crt"),
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+            },
+            dir,
+            ca,
+            children: Vec::new(),
+            port: free_port()?,
+            admin_token: format!("{:032x}", rand_u128()),
+        };
+        plane.admin = plane.issue("admin", "kubernetes-admin", &["system:masters"])?;
+        plane.write_serving_pki()?;
+        let etcd = plane.start_etcd(bin)?;
+        plane.start_apiserver(bin, etcd)?;
+        plane.wait_ready(Duration::from_mins(2))?;
+        Ok(plane)
+    }
+
+    /// The API server's URL.
+    #[must_use]
+    pub fn server(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The cluster CA certificate (PEM file).
+    #[must_use]
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// A client certificate for user `cn` in groups `orgs`, signed by the cluster CA, written
+    /// as `<name>.crt` / `<name>.key`.
+    pub fn issue(&self, name: &str, cn: &str, orgs: &[&str]) -> Result<ClientPki> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        for org in orgs {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, *org);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca.cert, &self.ca.key)?;
+        let pki = ClientPki {
+            ca: self.ca_file(),
+            cert: self.dir.path().join(format!("{name}.crt")),
+            key: self.dir.path().join(format!("{name}.key")),
+        };
+        fs::write(&pki.cert, cert.pem())?;
+        fs::write(&pki.key, key.serialize_pem())?;
+        Ok(pki)
+    }
+
+    /// A kubeconfig for `pki`'s user, written as `<name>.kubeconfig`.
+    pub fn kubeconfig(&self, name: &str, pki: &ClientPki) -> Result<PathBuf> {
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    \
+             server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {name}\n  \
+             user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n\
+             - name: {name}\n  context:\n    cluster: local\n    user: {name}\n\
+             current-context: {name}\n",
+            server = self.server(),
+            ca = self.ca_file().display(),
+            cert = pki.cert.display(),
+            key = pki.key.display(),
+        );
+        fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// An HTTPS client of the API server with `pki`'s certificate.
+    #[must_use]
+    pub fn client(&self, pki: &ClientPki) -> TlsClient {
+        TlsClient {
+            port: self.port,
+            pki: pki.clone(),
+            server_ca: self.ca_file(),
+        }
+    }
+
+    /// `GET path` as the admin, parsed as JSON.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let body = self.client(&self.admin).get(path)?;
+        serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
+    }
+
+    /// `GET path` as the admin: the status and the body, whatever the status.
+    pub fn request(&self, path: &str) -> Result<(u16, String)> {
+        self.client(&self.admin).request(path)
+    }
+
+    /// The log of `component` (`etcd`, `kube-apiserver`), for failure messages.
+    #[must_use]
+    pub fn log(&self, component: &str) -> String {
+        fs::read_to_string(self.dir.path().join(format!("{component}.log"))).unwrap_or_default()
+    }
+
+    fn write_serving_pki(&self) -> Result<()> {
+        let key = KeyPair::generate()?;
+        let names: Vec<String> = [
+            "127.0.0.1",
+            "10.96.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut params = CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.ca.cert, &self.ca.key)?;
+        let dir = self.dir.path();
+        fs::write(dir.join("apiserver.crt"), cert.pem())?;
+        fs::write(dir.join("apiserver.key"), key.serialize_pem())?;
+        // The service-account token keys (ECDSA: the API server signs ES256).
+        let sa = KeyPair::generate()?;
+        fs::write(dir.join("sa.key"), sa.serialize_pem())?;
+        fs::write(dir.join("sa.pub"), sa.public_key_pem())?;
+        fs::write(
+            dir.join("tokens.csv"),
+            format!("{},admin,admin-uid,system:masters\n", self.admin_token),
+        )?;
+        let client = self.issue(
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            &["system:masters"],
+        )?;
+        debug_assert!(client.cert.exists());
+        Ok(())
+    }
+
+    fn spawn(&mut self, component: &'static str, command: &mut Command) -> Result<()> {
+        let log = fs::File::create(self.dir.path().join(format!("{component}.log")))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {component}"))?;
+        self.children.push((component, child));
+        Ok(())
+    }
+
+    fn start_etcd(&mut self, bin: &Path) -> Result<u16> {
+        let client = free_port()?;
+        // Nothing holds the first port yet, so the kernel may hand it out again.
+        let mut peer = free_port()?;
+        while peer == client || peer == self.port {
+            peer = free_port()?;
+        }
+        let data = self.dir.path().join("etcd-data");
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        self.spawn(
+            "etcd",
+            Command::new(bin.join("etcd"))
+                .args(["--name", "default", "--data-dir"])
+                .arg(&data)
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("default={peer_url}")])
+                // Tests need no durability; fsync under a loaded CI machine only slows them.
+                .arg("--unsafe-no-fsync"),
+        )?;
+        let deadline = Instant::now() + Duration::from_mins(1);
+        loop {
+            if crate::http::get(client, "/health").is_ok_and(|body| body.contains("true")) {
+                break;
+            }
+            self.check_running("etcd")?;
+            if Instant::now() > deadline {
+                bail!("etcd not healthy after 1 minute:\n{}", self.log("etcd"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(client)
+    }
+
+    fn start_apiserver(&mut self, bin: &Path, etcd: u16) -> Result<()> {
+        let dir = self.dir.path().to_owned();
+        let file = |name: &str| dir.join(name).display().to_string();
+        let flag = |name: &str, value: String| format!("--{name}={value}");
+        self.spawn(
+            "kube-apiserver",
+            Command::new(bin.join("kube-apiserver")).args([
+                flag("etcd-servers", format!("http://127.0.0.1:{etcd}")),
+                flag("bind-address", "127.0.0.1".to_owned()),
+                flag("advertise-address", "127.0.0.1".to_owned()),
+                flag("secure-port", self.port.to_string()),
+                flag("tls-cert-file", file("apiserver.crt")),
+                flag("tls-private-key-file", file("apiserver.key")),
+                flag("client-ca-file", file("ca.crt")),
+                flag("token-auth-file", file("tokens.csv")),
+                flag("service-account-key-file", file("sa.pub")),
+                flag("service-account-signing-key-file", file("sa.key")),
+                flag(
+                    "service-account-issuer",
+                    "https://kubernetes.default.svc.cluster.local".to_owned(),
+                ),
+                flag(
+                    "kubelet-client-certificate",
+                    file("apiserver-kubelet-client.crt"),
+                ),
+                flag("kubelet-client-key", file("apiserver-kubelet-client.key")),
+                flag("authorization-mode", "Node,RBAC".to_owned()),
+                flag("enable-admission-plugins", "NodeRestriction".to_owned()),
+                flag("service-cluster-ip-range", "10.96.0.0/16".to_owned()),
+                flag("allow-privileged", "true".to_owned()),
+            ]),
+        )
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .request("/readyz")
+                .is_ok_and(|(code, body)| code == 200 && body == "ok")
+            {
+                return Ok(());
+            }
+            self.check_running("kube-apiserver")?;
+            if Instant::now() > deadline {
+                bail!(
+                    "kube-apiserver not ready after {timeout:?}:\n{}",
+                    tail(&self.log("kube-apiserver"), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Fails with the component's log when its process has exited.
+    fn check_running(&mut self, component: &str) -> Result<()> {
+        for (name, child) in &mut self.children {
+            if *name == component
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "{component} exited ({status}):\n{}",
+                    tail(&self.log(component), 30)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // The API server first, then its store.
+        for (_, child) in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A self-signed cluster CA.
+fn new_ca() -> Result<Ca> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kernlet-test-cluster-ca");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key)?;
+    Ok(Ca { cert, key })
+}
+
+/// 128 random bits from the kernel, for the admin token.
+fn rand_u128() -> u128 {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut file) = fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut file, &mut bytes);
+    }
+    u128::from_le_bytes(bytes)
+}
