@@ -103,14 +103,6 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
 
     let mut supervisor = Supervisor::new(&metrics, &cancel);
     let restarts = supervisor.restarts.clone();
-    let node_facts = (host_ips.clone(), &capacity);
-    spawn_node_keeper(
-        &mut supervisor,
-        &config,
-        client,
-        (&runtime, &metrics),
-        node_facts,
-    );
 
     let stats = spawn_stats(
         &mut supervisor,
@@ -150,6 +142,9 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     }
     let pods = Arc::new(PodStore::default());
     spawn_static_pods(&mut supervisor, &config, &pods, &metrics, &cancel);
+    let node_facts = (host_ips, &capacity);
+    let cluster_parts = (&runtime, &metrics, &pods, &store);
+    spawn_cluster(&mut supervisor, &config, client, cluster_parts, node_facts);
     let manager = Arc::new(manager::Context {
         executor,
         status: store,
@@ -307,17 +302,14 @@ async fn api_client(
     Ok((Some(client), Some(reviewers)))
 }
 
-/// Cluster mode's node: registration, status and Lease, under supervision (nothing standalone).
+/// Cluster mode's node: registration, status and Lease, under supervision.
 fn spawn_node_keeper(
     supervisor: &mut Supervisor,
     config: &KubeletConfig,
-    client: Option<kube::Client>,
+    client: kube::Client,
     (runtime, metrics): (&Runtime, &Arc<Metrics>),
     (host_ips, capacity): (Vec<IpAddr>, &Amounts),
 ) {
-    let Some(client) = client else {
-        return;
-    };
     let mut facts = cluster::facts::gather(
         config,
         &cluster::facts::HostRoot(PathBuf::from("/")),
@@ -348,6 +340,50 @@ fn spawn_node_keeper(
     });
 }
 
+/// Cluster mode (nothing standalone): the node's registration, status and Lease; the API pod
+/// source feeding `pods`; the status writer reading `statuses`.
+fn spawn_cluster(
+    supervisor: &mut Supervisor,
+    config: &KubeletConfig,
+    client: Option<kube::Client>,
+    (runtime, metrics, pods, statuses): (
+        &Runtime,
+        &Arc<Metrics>,
+        &Arc<PodStore>,
+        &Arc<StatusStore>,
+    ),
+    node_facts: (Vec<IpAddr>, &Amounts),
+) {
+    let Some(client) = client else {
+        return;
+    };
+    spawn_node_keeper(
+        supervisor,
+        config,
+        client.clone(),
+        (runtime, metrics),
+        node_facts,
+    );
+    pods.register(cluster::pods::API_SOURCE);
+    let (node_name, cancel) = (config.node_name.clone(), supervisor.cancel.clone());
+    let source = (client.clone(), pods.clone(), metrics.clone());
+    supervisor.spawn("api-pod-source", move || {
+        let (client, pods, metrics) = source.clone();
+        cluster::pods::follow(client, node_name.clone(), pods, metrics, cancel.clone())
+    });
+    let writer = Arc::new(cluster::status::StatusWriter {
+        client,
+        pods: pods.clone(),
+        statuses: statuses.clone(),
+        metrics: metrics.clone(),
+    });
+    let cancel = supervisor.cancel.clone();
+    supervisor.spawn("pod-status", move || {
+        let (writer, cancel) = (writer.clone(), cancel.clone());
+        async move { writer.run(&cancel).await }
+    });
+}
+
 /// The static pod source (`staticPodPath`), feeding `pods`.
 fn spawn_static_pods(
     supervisor: &mut Supervisor,
@@ -357,7 +393,9 @@ fn spawn_static_pods(
     cancel: &CancellationToken,
 ) {
     let Some(path) = config.static_pod_path.clone() else {
-        tracing::info!("no staticPodPath and no API server: nothing to run");
+        if config.kubeconfig.is_none() {
+            tracing::info!("no staticPodPath and no API server: nothing to run");
+        }
         return;
     };
     pods.register(FILE_SOURCE);

@@ -2,8 +2,11 @@
 //! with `Node,RBAC` and `NodeRestriction`): kernlet, with a `system:node:testnode` client
 //! certificate, registers its Node (labels, taints, capacity, allocatable, nodeInfo,
 //! addresses, conditions), renews its Lease, and answers its kubelet port with the API server's
-//! `SubjectAccessReview`s. Skipped, with the reason printed, where the Kubernetes binaries are
+//! `SubjectAccessReview`s; runs the pods bound to it, writes their status, and deletes a
+//! deleted pod's object once it has stopped it. Skipped, with the reason printed, where the Kubernetes binaries are
 //! absent.
+mod support;
+
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -215,5 +218,88 @@ fn the_kubelet_port_asks_the_api_server_who_may_do_what() -> Result<()> {
     client.pki = other;
     let (code, _) = client.request("/pods")?;
     ensure!(code == 403, "system:node:other /pods: {code}");
+    Ok(())
+}
+
+/// A pod bound to `testnode` directly (no scheduler), with no service account token to mount.
+fn bound_pod(name: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": NODE,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{
+                "name": "app", "image": support::IMAGE, "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+            }]
+        }
+    })
+    .to_string()
+}
+
+#[test]
+#[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
+fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
+    let Some(plane) = control_plane("api_pods_run_report_status_and_are_deleted_gracefully")?
+    else {
+        return Ok(());
+    };
+    let node = join(&plane, &[])?;
+    let admin = plane.client(&plane.admin);
+    // The ServiceAccount admission wants the namespace's default account (no controllers here).
+    let (code, body) = admin.send(
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts",
+        r#"{"metadata": {"name": "default"}}"#,
+    )?;
+    ensure!(code == 201 || code == 409, "service account: {code} {body}");
+    let (code, body) = admin.send("POST", "/api/v1/namespaces/default/pods", &bound_pod("web"))?;
+    ensure!(code == 201, "create pod: {code} {body}");
+
+    let path = "/api/v1/namespaces/default/pods/web";
+    let mut pod = Value::Null;
+    node.wait_until(
+        "the pod is Running and Ready in the API",
+        support::WAIT,
+        |_| {
+            pod = plane.get_json(path).unwrap_or(Value::Null);
+            let ready = pod["status"]["conditions"].as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            Ok(pod["status"]["phase"] == "Running" && ready)
+        },
+    )
+    .with_context(|| format!("pod: {pod:#}\nkernlet log:\n{}", node.log()))?;
+    let status = &pod["status"];
+    ensure!(
+        status["podIP"].is_string() && status["hostIP"].is_string(),
+        "{status:#}"
+    );
+    ensure!(status["qosClass"] == "BestEffort", "{status:#}");
+    ensure!(
+        status["containerStatuses"][0]["state"]["running"].is_object(),
+        "{status:#}"
+    );
+    let kernlet_pod = node.pod("web")?.context("kernlet does not list the pod")?;
+    ensure!(
+        support::uid(&kernlet_pod) == pod["metadata"]["uid"],
+        "{kernlet_pod:#}"
+    );
+
+    // Deleting it: kernlet stops it within its grace and removes the object.
+    let (code, body) = admin.send("DELETE", path, "")?;
+    ensure!(code == 200, "delete pod: {code} {body}");
+    node.wait_until("the pod object is gone", Duration::from_mins(1), |_| {
+        Ok(plane.request(path)?.0 == 404)
+    })
+    .with_context(|| node.log())?;
+    node.wait_until(
+        "kernlet no longer runs the pod",
+        Duration::from_secs(30),
+        |node| Ok(node.pod("web")?.is_none()),
+    )?;
     Ok(())
 }

@@ -34,25 +34,48 @@ fn connect(port: u16, timeout: Duration) -> Result<TcpStream> {
 
 /// Sends `GET path` and reads the whole answer (the server closes after it): the body of a 200.
 fn exchange(stream: impl Read + Write, path: &str) -> Result<String> {
-    let (status, head, body) = exchange_raw(stream, path, None, "")?;
+    let (status, head, body) = exchange_ask(stream, path, None, &Ask::default())?;
     if status != 200 {
         bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
     }
     Ok(body)
 }
 
-/// Sends `GET path` and reads the answer until the server closes or, with `for_at_most`, that
+/// What to send besides the path: `GET` with no body and no extra headers by default.
+#[derive(Debug, Default)]
+struct Ask<'a> {
+    /// `GET` when empty.
+    method: &'a str,
+    /// Extra header lines, each ending in `\r\n`.
+    headers: String,
+    body: &'a str,
+}
+
+/// Sends the request and reads the answer until the server closes or, with `for_at_most`, that
 /// long has passed (a streaming answer): the status, the head and the (dechunked) body.
-/// `headers` are extra header lines, each ending in `\r\n`.
-fn exchange_raw(
+fn exchange_ask(
     mut stream: impl Read + Write,
     path: &str,
     for_at_most: Option<Duration>,
-    headers: &str,
+    ask: &Ask<'_>,
 ) -> Result<(u16, String, String)> {
+    let method = if ask.method.is_empty() {
+        "GET"
+    } else {
+        ask.method
+    };
+    let (headers, body) = (&ask.headers, ask.body);
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}{length}Connection: close\r\n\r\n{body}"
     )?;
     stream.flush()?;
     let raw = read_all(&mut stream, for_at_most)?;
@@ -131,8 +154,12 @@ impl TlsClient {
 
     /// `GET path`: the status and the body, whatever the status.
     pub fn request(&self, path: &str) -> Result<(u16, String)> {
-        let (status, _, body) =
-            exchange_raw(self.connect(Duration::from_secs(10))?, path, None, "")?;
+        let (status, _, body) = exchange_ask(
+            self.connect(Duration::from_secs(10))?,
+            path,
+            None,
+            &Ask::default(),
+        )?;
         Ok((status, body))
     }
 
@@ -144,7 +171,20 @@ impl TlsClient {
         stream
             .sock
             .set_read_timeout(Some(Duration::from_millis(200)))?;
-        let (status, _, body) = exchange_raw(stream, path, Some(duration), "")?;
+        let (status, _, body) = exchange_ask(stream, path, Some(duration), &Ask::default())?;
+        Ok((status, body))
+    }
+
+    /// `method path` with a JSON `body` (e.g. a `POST` to an API server): the status and the
+    /// body, whatever the status.
+    pub fn send(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+        let ask = Ask {
+            method,
+            body,
+            ..Ask::default()
+        };
+        let stream = self.connect(Duration::from_secs(10))?;
+        let (status, _, body) = exchange_ask(stream, path, None, &ask)?;
         Ok((status, body))
     }
 
@@ -155,7 +195,11 @@ impl TlsClient {
         let stream =
             rustls::StreamOwned::new(connection, connect(self.port, Duration::from_secs(10))?);
         let header = format!("Authorization: Bearer {token}\r\n");
-        let (status, _, body) = exchange_raw(stream, path, None, &header)?;
+        let ask = Ask {
+            headers: header,
+            ..Ask::default()
+        };
+        let (status, _, body) = exchange_ask(stream, path, None, &ask)?;
         Ok((status, body))
     }
 

@@ -1,10 +1,13 @@
 //! Cluster mode: kernlet as a node of a real cluster, through the API server named by
-//! `--kubeconfig`. This module registers the Node and keeps it alive (status and Lease), and
-//! answers the kubelet port's token and access reviews with the API server.
+//! `--kubeconfig`. This module registers the Node and keeps it alive (status and Lease), runs
+//! the pods bound to it and writes their status back, and answers the kubelet port's token and
+//! access reviews with the API server.
 //!
 //! Upstream: `pkg/kubelet/kubelet_node_status.go` (registration, status updates),
-//! `pkg/kubelet/nodelease` (the Lease in `kube-node-lease`), `pkg/kubelet/server/auth.go` (the
-//! `TokenReview` and `SubjectAccessReview` webhooks). Every API call goes through `kube`'s client
+//! `pkg/kubelet/nodelease` (the Lease in `kube-node-lease`), `pkg/kubelet/config/apiserver.go`
+//! (the pods bound to the node, [`pods`]), `pkg/kubelet/status` (pod status writes and the final
+//! delete, [`status`]), `pkg/kubelet/server/auth.go` (the `TokenReview` and
+//! `SubjectAccessReview` webhooks). Every API call goes through `kube`'s client
 //! (rustls over ring, as the server's TLS) with the node's own credentials, so the API server's
 //! `Node` authorizer and `NodeRestriction` admission judge kernlet as they judge a kubelet.
 //!
@@ -19,7 +22,9 @@ pub mod facts;
 pub mod heartbeat;
 pub mod lease;
 pub mod node;
+pub mod pods;
 pub mod reviews;
+pub mod status;
 
 use std::path::Path;
 

@@ -1,0 +1,191 @@
+//! The status manager: the status of each API pod written to the API server when it changes, and
+//! a deleted pod's object removed once its containers are gone.
+//!
+//! Upstream: `pkg/kubelet/status/status_manager.go`. Writes follow the status store's change feed
+//! (coalesced per pod: a pod that changed three times while a write was under way is written
+//! once more, with its latest status), one at a time, each a strategic-merge patch of `status`
+//! carrying `metadata.uid` as a precondition (a pod recreated under the same name is never
+//! written with the old one's status); conditions merge by type, so the scheduler's
+//! `PodScheduled` stays. A status equal to the last one written is not sent again. Failed
+//! writes are retried after 1 s doubling to 10 s. A pod with a `deletionTimestamp` whose
+//! containers no longer run is deleted with grace 0 and a UID precondition, as upstream's
+//! `canBeDeleted`/`deletePod`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use tokio_util::sync::CancellationToken;
+
+use super::pods::API_SOURCE;
+use crate::pod::PodStore;
+use crate::stats::metrics::Metrics;
+use crate::status::store::StatusStore;
+
+const RETRY_START: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Writes API pods' statuses.
+pub struct StatusWriter {
+    pub client: kube::Client,
+    pub pods: Arc<PodStore>,
+    pub statuses: Arc<StatusStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What happened to one pod's write.
+enum Outcome {
+    Done,
+    Retry,
+}
+
+impl StatusWriter {
+    /// Follows the status feed until cancelled.
+    pub async fn run(&self, cancel: &CancellationToken) {
+        let mut feed = self.statuses.subscribe();
+        // A pod deleted after its containers ended changes no status: the pod store says so.
+        let mut desired = self.pods.subscribe();
+        let mut written: HashMap<String, PodStatus> = HashMap::new();
+        let mut pending: BTreeSet<String> = BTreeSet::new();
+        let mut retry = RETRY_START;
+        loop {
+            let mut failed = BTreeSet::new();
+            for uid in std::mem::take(&mut pending) {
+                if matches!(self.sync(&uid, &mut written).await, Outcome::Retry) {
+                    failed.insert(uid);
+                }
+            }
+            let wait = if failed.is_empty() {
+                retry = RETRY_START;
+                None
+            } else {
+                let wait = retry;
+                retry = (retry * 2).min(RETRY_MAX);
+                Some(wait)
+            };
+            pending = failed;
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = feed.changed() => pending.extend(changed),
+                changed = desired.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    pending.extend(self.deleting());
+                }
+                () = sleep_or_forever(wait) => {}
+            }
+        }
+    }
+
+    /// Writes pod `uid`'s status if it changed; deletes it when it is finished being deleted.
+    async fn sync(&self, uid: &str, written: &mut HashMap<String, PodStatus>) -> Outcome {
+        let Some(desired) = self.pods.get(uid).filter(|d| d.source == API_SOURCE) else {
+            written.remove(uid);
+            return Outcome::Done;
+        };
+        let Some(pod) = self.statuses.get(uid) else {
+            return Outcome::Done;
+        };
+        let Some(status) = pod.status.clone() else {
+            return Outcome::Done;
+        };
+        let api = self.api(&pod);
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if written.get(uid) != Some(&status) {
+            let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": status });
+            let result = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                .await;
+            self.metrics.count_api_request("pod-status", result.is_ok());
+            match result {
+                Ok(_) => {
+                    written.insert(uid.to_owned(), status.clone());
+                }
+                Err(error) if super::is_status(&error, 404) || super::is_status(&error, 409) => {
+                    // Gone, or another pod of that name now: nothing of this one to write.
+                    tracing::debug!(pod = %name, %error, "pod status not written");
+                    return Outcome::Done;
+                }
+                Err(error) => {
+                    tracing::warn!(pod = %name, %error, "cannot write pod status; retrying");
+                    return Outcome::Retry;
+                }
+            }
+        }
+        if desired.deletion.is_some() && !runs_anything(&status) {
+            return self.delete(&api, &name, uid).await;
+        }
+        Outcome::Done
+    }
+
+    async fn delete(&self, api: &Api<Pod>, name: &str, uid: &str) -> Outcome {
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let result = api.delete(name, &params).await;
+        self.metrics.count_api_request("pod-delete", result.is_ok());
+        match result {
+            Ok(_) => {
+                tracing::info!(pod = %name, "pod terminated; its api object is deleted");
+                Outcome::Done
+            }
+            Err(error) if super::is_status(&error, 404) || super::is_status(&error, 409) => {
+                Outcome::Done
+            }
+            Err(error) => {
+                tracing::warn!(pod = %name, %error, "cannot delete the terminated pod; retrying");
+                Outcome::Retry
+            }
+        }
+    }
+
+    /// The API pods being deleted.
+    fn deleting(&self) -> Vec<String> {
+        self.pods
+            .snapshot()
+            .into_iter()
+            .filter(|(_, d)| d.source == API_SOURCE && d.deletion.is_some())
+            .map(|(uid, _)| uid)
+            .collect()
+    }
+
+    fn api(&self, pod: &Pod) -> Api<Pod> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        Api::namespaced(self.client.clone(), namespace)
+    }
+}
+
+/// Whether any container of `status` may still run (upstream's `PodCouldHaveRunningContainers`,
+/// as far as the status tells).
+fn runs_anything(status: &PodStatus) -> bool {
+    [
+        &status.init_container_statuses,
+        &status.container_statuses,
+        &status.ephemeral_container_statuses,
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    .any(|container| {
+        container
+            .state
+            .as_ref()
+            .is_some_and(|state| state.running.is_some())
+    })
+}
+
+async fn sleep_or_forever(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
