@@ -302,44 +302,6 @@ async fn api_client(
     Ok((Some(client), Some(reviewers)))
 }
 
-/// Cluster mode's node: registration, status and Lease, under supervision.
-fn spawn_node_keeper(
-    supervisor: &mut Supervisor,
-    config: &KubeletConfig,
-    client: kube::Client,
-    (runtime, metrics): (&Runtime, &Arc<Metrics>),
-    (host_ips, capacity): (Vec<IpAddr>, &Amounts),
-) {
-    let mut facts = cluster::facts::gather(
-        config,
-        &cluster::facts::HostRoot(PathBuf::from("/")),
-        host_ips,
-        capacity,
-    );
-    let version = runtime.version();
-    facts.runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
-    let reporter = Arc::new(cluster::heartbeat::NodeReporter {
-        client: client.clone(),
-        settings: config.cluster.clone(),
-        facts,
-        runtime: runtime.clone(),
-        metrics: metrics.clone(),
-        update_every: config.node_status_update_frequency,
-        report_every: config.node_status_report_frequency,
-    });
-    let lease = Arc::new(cluster::lease::LeaseKeeper {
-        client,
-        node_name: config.node_name.clone(),
-        duration: config.cluster.node_lease_duration,
-        metrics: metrics.clone(),
-    });
-    let cancel = supervisor.cancel.clone();
-    supervisor.spawn("node-status", move || {
-        let (reporter, lease, cancel) = (reporter.clone(), lease.clone(), cancel.clone());
-        async move { cluster::heartbeat::keep_node(&reporter, &lease, &cancel).await }
-    });
-}
-
 /// Cluster mode (nothing standalone): the node's registration, status and Lease; the API pod
 /// source feeding `pods`; the status writer reading `statuses`.
 fn spawn_cluster(
@@ -352,30 +314,53 @@ fn spawn_cluster(
         &Arc<PodStore>,
         &Arc<StatusStore>,
     ),
-    node_facts: (Vec<IpAddr>, &Amounts),
+    (host_ips, capacity): (Vec<IpAddr>, &Amounts),
 ) {
     let Some(client) = client else {
         return;
     };
-    spawn_node_keeper(
-        supervisor,
-        config,
-        client.clone(),
-        (runtime, metrics),
-        node_facts,
-    );
-    pods.register(cluster::pods::API_SOURCE);
-    let (node_name, cancel) = (config.node_name.clone(), supervisor.cancel.clone());
-    let source = (client.clone(), pods.clone(), metrics.clone());
-    supervisor.spawn("api-pod-source", move || {
-        let (client, pods, metrics) = source.clone();
-        cluster::pods::follow(client, node_name.clone(), pods, metrics, cancel.clone())
+    let host = cluster::facts::HostRoot(PathBuf::from("/"));
+    let mut facts = cluster::facts::gather(config, &host, host_ips, capacity);
+    let version = runtime.version();
+    facts.runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
+    let source = Arc::new(cluster::pods::ApiPods {
+        client: client.clone(),
+        node_name: config.node_name.clone(),
+        store: pods.clone(),
+        metrics: metrics.clone(),
+        fallback_node: cluster::node::registered_node(&facts, &config.cluster),
+    });
+    let reporter = Arc::new(cluster::heartbeat::NodeReporter {
+        client: client.clone(),
+        settings: config.cluster.clone(),
+        facts,
+        runtime: runtime.clone(),
+        metrics: metrics.clone(),
+        update_every: config.node_status_update_frequency,
+        report_every: config.node_status_report_frequency,
+    });
+    let lease = Arc::new(cluster::lease::LeaseKeeper {
+        client: client.clone(),
+        node_name: config.node_name.clone(),
+        duration: config.cluster.node_lease_duration,
+        metrics: metrics.clone(),
     });
     let writer = Arc::new(cluster::status::StatusWriter {
         client,
         pods: pods.clone(),
         statuses: statuses.clone(),
         metrics: metrics.clone(),
+    });
+    pods.register(cluster::pods::API_SOURCE);
+    let cancel = supervisor.cancel.clone();
+    supervisor.spawn("node-status", move || {
+        let (reporter, lease, cancel) = (reporter.clone(), lease.clone(), cancel.clone());
+        async move { cluster::heartbeat::keep_node(&reporter, &lease, &cancel).await }
+    });
+    let cancel = supervisor.cancel.clone();
+    supervisor.spawn("api-pod-source", move || {
+        let (source, cancel) = (source.clone(), cancel.clone());
+        async move { source.follow(cancel).await }
     });
     let cancel = supervisor.cancel.clone();
     supervisor.spawn("pod-status", move || {

@@ -289,6 +289,43 @@ fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
         "{kernlet_pod:#}"
     );
 
+    // Pods that do not fit are rejected with upstream's reasons and never run.
+    for (name, extra, reason, message) in [
+        (
+            "greedy",
+            r#"{"containers": [{"resources": {"requests": {"cpu": "100"}}}]}"#,
+            "OutOfcpu",
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 100000",
+        ),
+        (
+            "picky",
+            r#"{"nodeSelector": {"disk": "nvme"}}"#,
+            "NodeAffinity",
+            "Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector",
+        ),
+    ] {
+        let mut spec: Value = serde_json::from_str(&bound_pod(name))?;
+        merge(&mut spec["spec"], &serde_json::from_str(extra)?);
+        let (code, body) =
+            admin.send("POST", "/api/v1/namespaces/default/pods", &spec.to_string())?;
+        ensure!(code == 201, "create {name}: {code} {body}");
+        let path = format!("/api/v1/namespaces/default/pods/{name}");
+        let mut pod = Value::Null;
+        node.wait_until("the pod is rejected", Duration::from_secs(30), |_| {
+            pod = plane.get_json(&path).unwrap_or(Value::Null);
+            Ok(pod["status"]["phase"] == "Failed")
+        })
+        .with_context(|| format!("{name}: {pod:#}"))?;
+        ensure!(
+            pod["status"]["reason"] == reason,
+            "{name}: {:#}",
+            pod["status"]
+        );
+        let text = pod["status"]["message"].as_str().unwrap_or_default();
+        ensure!(text.starts_with(message), "{name}: {text}");
+        ensure!(node.pod(name)?.is_none(), "{name} runs");
+    }
+
     // Deleting it: kernlet stops it within its grace and removes the object.
     let (code, body) = admin.send("DELETE", path, "")?;
     ensure!(code == 200, "delete pod: {code} {body}");
@@ -302,4 +339,21 @@ fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
         |node| Ok(node.pod("web")?.is_none()),
     )?;
     Ok(())
+}
+
+/// Merges `patch` into `target` (objects key by key; arrays element by element).
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (Value::Array(target), Value::Array(patch)) => {
+            for (target, patch) in target.iter_mut().zip(patch) {
+                merge(target, patch);
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
 }

@@ -18,6 +18,7 @@
 //! kubeconfig loading (client certificates, tokens, CA data) and watcher are what a kubelet's
 //! client needs, and it is the client the field uses.
 
+pub mod admit;
 pub mod facts;
 pub mod heartbeat;
 pub mod lease;

@@ -124,6 +124,24 @@ pub fn initial_node(facts: &NodeFacts, settings: &ClusterSettings) -> Node {
     }
 }
 
+/// The Node as kernlet registers it, with its allocatable: what admission judges by while the
+/// API server's copy cannot be read.
+#[must_use]
+pub fn registered_node(facts: &NodeFacts, settings: &ClusterSettings) -> Node {
+    let allocatable = facts
+        .allocatable
+        .iter()
+        .map(|(name, value)| (name.clone(), Quantity(value.clone())))
+        .collect();
+    Node {
+        status: Some(NodeStatus {
+            allocatable: Some(allocatable),
+            ..NodeStatus::default()
+        }),
+        ..initial_node(facts, settings)
+    }
+}
+
 /// The labels and annotations an existing Node lacks or has wrong (upstream reconciles the
 /// default labels and the attach/detach annotation of a Node it adopts); `None` when it is right.
 #[must_use]

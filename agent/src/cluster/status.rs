@@ -123,15 +123,7 @@ impl StatusWriter {
     }
 
     async fn delete(&self, api: &Api<Pod>, name: &str, uid: &str) -> Outcome {
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(uid.to_owned()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        let result = api.delete(name, &params).await;
+        let result = api.delete(name, &final_delete(uid.to_owned())).await;
         self.metrics.count_api_request("pod-delete", result.is_ok());
         match result {
             Ok(_) => {
@@ -181,6 +173,18 @@ fn runs_anything(status: &PodStatus) -> bool {
             .as_ref()
             .is_some_and(|state| state.running.is_some())
     })
+}
+
+/// The last delete of a pod nothing of which runs: grace 0, only this pod (UID precondition).
+pub(super) fn final_delete(uid: String) -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
 }
 
 async fn sleep_or_forever(wait: Option<Duration>) {
