@@ -323,12 +323,21 @@ fn spawn_cluster(
     let mut facts = cluster::facts::gather(config, &host, host_ips, capacity);
     let version = runtime.version();
     facts.runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
+    let mirrors = Arc::new(cluster::mirror::MirrorPods::default());
     let source = Arc::new(cluster::pods::ApiPods {
         client: client.clone(),
         node_name: config.node_name.clone(),
         store: pods.clone(),
         metrics: metrics.clone(),
         fallback_node: cluster::node::registered_node(&facts, &config.cluster),
+        mirrors: mirrors.clone(),
+    });
+    let keeper = Arc::new(cluster::mirror::MirrorKeeper {
+        client: client.clone(),
+        node_name: config.node_name.clone(),
+        pods: pods.clone(),
+        mirrors: mirrors.clone(),
+        metrics: metrics.clone(),
     });
     let reporter = Arc::new(cluster::heartbeat::NodeReporter {
         client: client.clone(),
@@ -350,6 +359,7 @@ fn spawn_cluster(
         pods: pods.clone(),
         statuses: statuses.clone(),
         metrics: metrics.clone(),
+        mirrors,
     });
     pods.register(cluster::pods::API_SOURCE);
     let cancel = supervisor.cancel.clone();
@@ -361,6 +371,11 @@ fn spawn_cluster(
     supervisor.spawn("api-pod-source", move || {
         let (source, cancel) = (source.clone(), cancel.clone());
         async move { source.follow(cancel).await }
+    });
+    let cancel = supervisor.cancel.clone();
+    supervisor.spawn("mirror-pods", move || {
+        let (keeper, cancel) = (keeper.clone(), cancel.clone());
+        async move { keeper.run(&cancel).await }
     });
     let cancel = supervisor.cancel.clone();
     supervisor.spawn("pod-status", move || {

@@ -357,3 +357,70 @@ fn merge(target: &mut Value, patch: &Value) {
         (target, patch) => *target = patch.clone(),
     }
 }
+
+#[test]
+#[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
+fn a_static_pod_has_a_mirror_pod_that_comes_back() -> Result<()> {
+    let Some(plane) = control_plane("a_static_pod_has_a_mirror_pod_that_comes_back")? else {
+        return Ok(());
+    };
+    let node = join(&plane, &[])?;
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: mirrored\nspec:\n  containers:\n{}",
+        support::container("app", "sleep 3600", "")
+    );
+    node.write_manifest("mirrored.yaml", &manifest)?;
+    let path = format!("/api/v1/namespaces/default/pods/mirrored-{NODE}");
+    let mut mirror = Value::Null;
+    node.wait_until(
+        "the mirror pod shows the static pod Running",
+        support::WAIT,
+        |_| {
+            mirror = plane.get_json(&path).unwrap_or(Value::Null);
+            Ok(mirror["status"]["phase"] == "Running")
+        },
+    )
+    .with_context(|| format!("mirror: {mirror:#}\nkernlet log:\n{}", node.log()))?;
+    let annotations = &mirror["metadata"]["annotations"];
+    ensure!(
+        annotations["kubernetes.io/config.mirror"].is_string(),
+        "{annotations}"
+    );
+    let owner = &mirror["metadata"]["ownerReferences"][0];
+    ensure!(
+        owner["kind"] == "Node" && owner["name"] == NODE,
+        "{mirror:#}"
+    );
+    let first_uid = mirror["metadata"]["uid"].clone();
+    let static_pod = node
+        .pod(&format!("mirrored-{NODE}"))?
+        .context("no static pod")?;
+
+    // Deleted by hand, it comes back (a new object); the static pod was never touched.
+    let admin = plane.client(&plane.admin);
+    let (code, body) = admin.send("DELETE", &path, "")?;
+    ensure!(code == 200, "delete mirror: {code} {body}");
+    node.wait_until(
+        "the mirror pod is recreated",
+        Duration::from_mins(1),
+        |_| {
+            let again = plane.get_json(&path).unwrap_or(Value::Null);
+            Ok(again["metadata"]["uid"].is_string() && again["metadata"]["uid"] != first_uid)
+        },
+    )?;
+    let still = node
+        .pod(&format!("mirrored-{NODE}"))?
+        .context("static pod gone")?;
+    ensure!(
+        support::uid(&still) == support::uid(&static_pod)
+            && support::status(&still, "app")["restartCount"] == 0,
+        "{still:#}"
+    );
+
+    // The manifest removed, the mirror goes with it.
+    node.remove_manifest("mirrored.yaml")?;
+    node.wait_until("the mirror pod is deleted", Duration::from_mins(1), |_| {
+        Ok(plane.request(&path)?.0 == 404)
+    })?;
+    Ok(())
+}

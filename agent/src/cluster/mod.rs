@@ -22,6 +22,7 @@ pub mod admit;
 pub mod facts;
 pub mod heartbeat;
 pub mod lease;
+pub mod mirror;
 pub mod node;
 pub mod pods;
 pub mod reviews;

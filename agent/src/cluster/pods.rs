@@ -22,6 +22,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 
 use super::admit;
+use super::mirror::{MirrorPods, is_mirror};
 use crate::pod::PodStore;
 use crate::pod::defaults::CONFIG_SOURCE_ANNOTATION;
 use crate::stats::metrics::Metrics;
@@ -37,6 +38,8 @@ pub struct ApiPods {
     pub metrics: Arc<Metrics>,
     /// The Node as kernlet registers it, for admission while the API's copy cannot be read.
     pub fallback_node: Node,
+    /// Where the mirror pods the watch sees go (they are never run).
+    pub mirrors: Arc<MirrorPods>,
 }
 
 impl ApiPods {
@@ -75,10 +78,21 @@ impl ApiPods {
                 }
                 Event::InitDone => {
                     self.metrics.count_api_request("pods-watch", true);
-                    let listed = std::mem::take(&mut listing);
+                    let (mirrors, listed): (Vec<Pod>, Vec<Pod>) = std::mem::take(&mut listing)
+                        .into_iter()
+                        .partition(is_mirror);
+                    self.mirrors.listed(mirrors.iter());
                     tracing::debug!(pods = listed.len(), "api pods listed");
                     let admitted = self.admit_all(listed, &mut rejected).await;
                     self.store.set(API_SOURCE, admitted)
+                }
+                Event::Apply(pod) if is_mirror(&pod) => {
+                    self.mirrors.seen(&pod);
+                    Ok(())
+                }
+                Event::Delete(pod) if is_mirror(&pod) => {
+                    self.mirrors.gone(&pod);
+                    Ok(())
                 }
                 Event::Apply(pod) => {
                     let pod = stamped(pod);

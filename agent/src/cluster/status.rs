@@ -20,8 +20,10 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use tokio_util::sync::CancellationToken;
 
+use super::mirror::MirrorPods;
 use super::pods::API_SOURCE;
 use crate::pod::PodStore;
+use crate::pod::defaults::FILE_SOURCE;
 use crate::stats::metrics::Metrics;
 use crate::status::store::StatusStore;
 
@@ -34,6 +36,8 @@ pub struct StatusWriter {
     pub pods: Arc<PodStore>,
     pub statuses: Arc<StatusStore>,
     pub metrics: Arc<Metrics>,
+    /// Static pods' statuses go to their mirror pods.
+    pub mirrors: Arc<MirrorPods>,
 }
 
 /// What happened to one pod's write.
@@ -83,8 +87,7 @@ impl StatusWriter {
 
     /// Writes pod `uid`'s status if it changed; deletes it when it is finished being deleted.
     async fn sync(&self, uid: &str, written: &mut HashMap<String, PodStatus>) -> Outcome {
-        let Some(desired) = self.pods.get(uid).filter(|d| d.source == API_SOURCE) else {
-            written.remove(uid);
+        let Some(desired) = self.pods.get(uid) else {
             return Outcome::Done;
         };
         let Some(pod) = self.statuses.get(uid) else {
@@ -95,15 +98,28 @@ impl StatusWriter {
         };
         let api = self.api(&pod);
         let name = pod.metadata.name.clone().unwrap_or_default();
-        if written.get(uid) != Some(&status) {
-            let patch = serde_json::json!({ "metadata": { "uid": uid }, "status": status });
+        // The API object the status goes to: the pod itself, or a static pod's mirror.
+        let target = if desired.source == API_SOURCE {
+            uid.to_owned()
+        } else if desired.source == FILE_SOURCE {
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            match self.mirrors.get(namespace, &name).filter(|m| !m.deleting) {
+                Some(mirror) => mirror.uid,
+                // No mirror yet: its creation comes, then this write.
+                None => return Outcome::Retry,
+            }
+        } else {
+            return Outcome::Done;
+        };
+        if written.get(&target) != Some(&status) {
+            let patch = serde_json::json!({ "metadata": { "uid": target }, "status": status });
             let result = api
                 .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
                 .await;
             self.metrics.count_api_request("pod-status", result.is_ok());
             match result {
                 Ok(_) => {
-                    written.insert(uid.to_owned(), status.clone());
+                    written.insert(target.clone(), status.clone());
                 }
                 Err(error) if super::is_status(&error, 404) || super::is_status(&error, 409) => {
                     // Gone, or another pod of that name now: nothing of this one to write.
@@ -116,7 +132,7 @@ impl StatusWriter {
                 }
             }
         }
-        if desired.deletion.is_some() && !runs_anything(&status) {
+        if desired.source == API_SOURCE && desired.deletion.is_some() && !runs_anything(&status) {
             return self.delete(&api, &name, uid).await;
         }
         Outcome::Done
@@ -187,7 +203,8 @@ pub(super) fn final_delete(uid: String) -> DeleteParams {
     }
 }
 
-async fn sleep_or_forever(wait: Option<Duration>) {
+/// Sleeps `wait`, or forever when `None`.
+pub(super) async fn sleep_or_forever(wait: Option<Duration>) {
     match wait {
         Some(wait) => tokio::time::sleep(wait).await,
         None => std::future::pending().await,
