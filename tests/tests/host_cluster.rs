@@ -1,10 +1,14 @@
 //! Cluster mode against a real kube-apiserver (`xtask::control_plane`: etcd and kube-apiserver
 //! with `Node,RBAC` and `NodeRestriction`): kernlet, with a `system:node:testnode` client
-//! certificate, registers its Node (labels, taints, capacity, allocatable, nodeInfo,
-//! addresses, conditions), renews its Lease, and answers its kubelet port with the API server's
-//! `SubjectAccessReview`s; runs the pods bound to it, writes their status, and deletes a
-//! deleted pod's object once it has stopped it. Skipped, with the reason printed, where the Kubernetes binaries are
-//! absent.
+//! certificate, registers its Node (labels, taints, capacity, allocatable, nodeInfo, addresses,
+//! conditions), renews its Lease, and answers its kubelet port with the API server's reviews;
+//! runs the pods bound to it after admission, writes their status, deletes a deleted pod's
+//! object once it has stopped it, keeps mirror pods for its static pods, and rides out an API
+//! server outage. Skipped, with the reason printed, where the Kubernetes binaries are absent.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the outage test measures real time to the status catching up"
+)]
 mod support;
 
 use std::time::Duration;
@@ -422,5 +426,93 @@ fn a_static_pod_has_a_mirror_pod_that_comes_back() -> Result<()> {
     node.wait_until("the mirror pod is deleted", Duration::from_mins(1), |_| {
         Ok(plane.request(&path)?.0 == 404)
     })?;
+    Ok(())
+}
+
+/// The phase of pod `name` in the API (null when it cannot be read).
+fn phase(plane: &ControlPlane, name: &str) -> Value {
+    let path = format!("/api/v1/namespaces/default/pods/{name}");
+    plane
+        .get_json(&path)
+        .map_or(Value::Null, |pod| pod["status"]["phase"].clone())
+}
+
+/// Creates pod `name` bound to the node, running `script` with `restartPolicy`.
+fn create_pod(plane: &ControlPlane, name: &str, script: &str, restart: &str) -> Result<()> {
+    let mut spec: Value = serde_json::from_str(&bound_pod(name))?;
+    spec["spec"]["restartPolicy"] = restart.into();
+    spec["spec"]["containers"][0]["command"] = serde_json::json!(["sh", "-c", script]);
+    let admin = plane.client(&plane.admin);
+    let (code, body) = admin.send("POST", "/api/v1/namespaces/default/pods", &spec.to_string())?;
+    ensure!(code == 201, "create {name}: {code} {body}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
+fn an_api_server_outage_stops_nothing_and_status_catches_up() -> Result<()> {
+    let Some(mut plane) =
+        control_plane("an_api_server_outage_stops_nothing_and_status_catches_up")?
+    else {
+        return Ok(());
+    };
+    let node = join(&plane, &[])?;
+    let admin = plane.client(&plane.admin);
+    let account = r#"{"metadata": {"name": "default"}}"#;
+    admin.send(
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts",
+        account,
+    )?;
+    create_pod(&plane, "steady", "sleep 3600", "Always")?;
+    // Ends during the outage: its final status can only reach the API after it.
+    create_pod(&plane, "brief", "sleep 20", "Never")?;
+    node.wait_until("both pods Running in the API", support::WAIT, |_| {
+        Ok(phase(&plane, "steady") == "Running" && phase(&plane, "brief") == "Running")
+    })
+    .with_context(|| node.log())?;
+
+    let lease_path =
+        format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE}");
+    let renew_time = |plane: &ControlPlane| {
+        let lease = plane.get_json(&lease_path).unwrap_or(Value::Null);
+        lease["spec"]["renewTime"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let before = renew_time(&plane);
+    plane.stop_apiserver()?;
+    std::thread::sleep(Duration::from_secs(30));
+    let steady = node.pod("steady")?.context("steady is gone from kernlet")?;
+    ensure!(support::phase(&steady) == "Running", "{steady:#}");
+    ensure!(
+        support::status(&steady, "app")["restartCount"] == 0,
+        "{steady:#}"
+    );
+    let brief = node.pod("brief")?.context("brief is gone from kernlet")?;
+    ensure!(support::phase(&brief) == "Succeeded", "{brief:#}");
+    // (/pods answered from the authorization cache; an uncached path gets upstream's 500.)
+    plane.restart_apiserver()?;
+    let recovered = std::time::Instant::now();
+    node.wait_until(
+        "the status and the Lease catch up",
+        Duration::from_secs(30),
+        |_| Ok(phase(&plane, "brief") == "Succeeded" && renew_time(&plane) > before),
+    )
+    .with_context(|| node.log())?;
+    let took = recovered.elapsed();
+    println!("status and lease caught up {took:?} after the api server was ready again");
+    ensure!(took <= Duration::from_secs(12), "catching up took {took:?}");
+    ensure!(
+        phase(&plane, "steady") == "Running",
+        "steady after the outage"
+    );
+    let metrics = node.get("/metrics")?;
+    ensure!(
+        metrics.contains(r#"call="lease",result="error""#),
+        "{metrics}"
+    );
+
     Ok(())
 }

@@ -32,6 +32,8 @@ struct Ca {
 pub struct ControlPlane {
     dir: tempfile::TempDir,
     ca: Ca,
+    bin: PathBuf,
+    etcd_port: u16,
     children: Vec<(&'static str, Child)>,
     /// kube-apiserver's secure port on 127.0.0.1.
     pub port: u16,
@@ -58,14 +60,16 @@ impl ControlPlane {
             },
             dir,
             ca,
+            bin: bin.to_owned(),
+            etcd_port: 0,
             children: Vec::new(),
             port: free_port()?,
             admin_token: format!("{:032x}", rand_u128()),
         };
         plane.admin = plane.issue("admin", "kubernetes-admin", &["system:masters"])?;
         plane.write_serving_pki()?;
-        let etcd = plane.start_etcd(bin)?;
-        plane.start_apiserver(bin, etcd)?;
+        plane.etcd_port = plane.start_etcd(bin)?;
+        plane.start_apiserver()?;
         plane.wait_ready(Duration::from_mins(2))?;
         Ok(plane)
     }
@@ -238,7 +242,27 @@ impl ControlPlane {
         Ok(client)
     }
 
-    fn start_apiserver(&mut self, bin: &Path, etcd: u16) -> Result<()> {
+    /// Kills kube-apiserver (an outage: etcd and its data stay).
+    pub fn stop_apiserver(&mut self) -> Result<()> {
+        for (name, child) in &mut self.children {
+            if *name == "kube-apiserver" {
+                child.kill()?;
+                child.wait()?;
+            }
+        }
+        self.children.retain(|(name, _)| *name != "kube-apiserver");
+        Ok(())
+    }
+
+    /// Starts kube-apiserver again after [`ControlPlane::stop_apiserver`], on the same port and
+    /// store, and waits until it is ready.
+    pub fn restart_apiserver(&mut self) -> Result<()> {
+        self.start_apiserver()?;
+        self.wait_ready(Duration::from_mins(2))
+    }
+
+    fn start_apiserver(&mut self) -> Result<()> {
+        let (bin, etcd) = (self.bin.clone(), self.etcd_port);
         let dir = self.dir.path().to_owned();
         let file = |name: &str| dir.join(name).display().to_string();
         let flag = |name: &str, value: String| format!("--{name}={value}");
