@@ -335,6 +335,9 @@ fn run_tests(command: &mut Command) -> Result<Outcome> {
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(workspace_root());
+    // A suite run builds each crate once: incremental caches would only add gigabytes to the
+    // target directory (the disk a CI machine ran out of).
+    command.env("CARGO_INCREMENTAL", "0");
     command
 }
 
