@@ -64,6 +64,74 @@ pub fn wall() -> SystemTime {
     now()
 }
 
+/// A token bucket, as client-go's `flowcontrol` limiters: `burst` tokens at most, refilled at
+/// `qps` per second; rates like `kubeAPIQPS`/`kubeAPIBurst` and `eventRecordQPS`/`eventBurst`.
+/// A `qps` of zero or less means no limit, as those settings define it.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    qps: f64,
+    burst: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    #[must_use]
+    pub fn new(qps: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            qps,
+            burst,
+            tokens: burst,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: tokio::time::Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.qps).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes a token if one is there now.
+    pub fn try_take(&mut self, now: tokio::time::Instant) -> bool {
+        if self.qps <= 0.0 {
+            return true;
+        }
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes a token now, in debt if the bucket is empty; returns how long to wait before
+    /// using it (the debt is paid by the refill during the wait).
+    pub fn reserve(&mut self, now: tokio::time::Instant) -> Duration {
+        if self.qps <= 0.0 {
+            return Duration::ZERO;
+        }
+        self.refill(now);
+        self.tokens -= 1.0;
+        if self.tokens < 0.0 {
+            Duration::from_secs_f64(-self.tokens / self.qps)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Takes a token, first waiting for one when the bucket is empty.
+    pub async fn take(&mut self) {
+        let wait = self.reserve(tokio::time::Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// A wall clock for unit tests: a fixed base plus the tokio time elapsed since its creation, so
 /// `tokio::time::pause()`/`advance()` move wall and monotonic time together.
 #[cfg(test)]
@@ -103,6 +171,33 @@ mod tests {
         assert_eq!(clock.wall_nanos(), 1_000);
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(clock.wall_nanos(), 1_000 + 3_000_000_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_bucket_allows_a_burst_then_the_rate() {
+        let mut bucket = TokenBucket::new(2.0, 3);
+        let now = tokio::time::Instant::now();
+        assert!((0..3).all(|_| bucket.try_take(now)));
+        assert!(!bucket.try_take(now));
+        assert!(bucket.try_take(now + Duration::from_millis(500)));
+        assert!(!bucket.try_take(now + Duration::from_millis(500)));
+        // Never more than the burst, however long it rested.
+        let later = now + Duration::from_hours(1);
+        assert_eq!((0..10).filter(|_| bucket.try_take(later)).count(), 3);
+        assert!((0..100).all(|_| TokenBucket::new(0.0, 1).try_take(now)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_bucket_take_waits_for_the_rate() {
+        let mut bucket = TokenBucket::new(10.0, 2);
+        let start = tokio::time::Instant::now();
+        for _ in 0..12 {
+            bucket.take().await;
+        }
+        // 2 at once, then 10 more at 10 per second.
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(999), "{waited:?}");
+        assert!(waited < Duration::from_millis(1100), "{waited:?}");
     }
 
     #[test]

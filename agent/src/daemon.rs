@@ -11,6 +11,7 @@ use std::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::event::Recorder;
 use crate::{
     cgroup::{self, CgroupError, CgroupManager, Cgroupfs, NodeSettings, Setup},
     cluster,
@@ -65,13 +66,13 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     let proc_root = Path::new("/proc");
     let host_ips = node::host_ips(&config.node_ips, proc_root);
     // Cluster mode's client answers the port's webhook reviews; without one they refuse to start.
-    let (client, reviewers) = api_client(&config).await?;
-    let endpoints = server::endpoints(&config, &host_ips, reviewers.as_ref())?;
+    let metrics = Arc::new(Metrics::new());
+    let api = api_client(&config, &metrics).await?;
+    let endpoints = server::endpoints(&config, &host_ips, api.as_ref().map(|a| &a.reviewers))?;
     let capacity = node_capacity(proc_root);
     let cgroup_settings = cgroup::node_settings(&config, &capacity, &kernel_release(proc_root));
     let memory_qos = config.cgroups_per_qos && cgroup_settings.pods.memory_qos;
     let cgroups = pod_cgroups(&config, cgroup_settings)?;
-    let metrics = Arc::new(Metrics::new());
     let mount = v2_mount();
     let probes = load_probes(&mount, cgroups.as_deref(), &metrics);
 
@@ -92,7 +93,8 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
             resolv_conf(&config),
             cgroups.clone(),
         )
-        .with_probe_metrics(probe_metrics.clone()),
+        .with_probe_metrics(probe_metrics.clone())
+        .with_events(api.as_ref().map(|a| a.events.clone()).unwrap_or_default()),
     );
     let exit_metrics = metrics.clone();
     let store = Arc::new(
@@ -144,7 +146,7 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
     spawn_static_pods(&mut supervisor, &config, &pods, &metrics, &cancel);
     let node_facts = (host_ips, &capacity);
     let cluster_parts = (&runtime, &metrics, &pods, &store);
-    spawn_cluster(&mut supervisor, &config, client, cluster_parts, node_facts);
+    spawn_cluster(&mut supervisor, &config, api, cluster_parts, node_facts);
     let manager = Arc::new(manager::Context {
         executor,
         status: store,
@@ -284,14 +286,24 @@ fn spawn_pleg(
     });
 }
 
-/// The API client of `--kubeconfig` and the reviews it answers; neither when standalone.
+/// Cluster mode's side of the API server, made before what records events or answers reviews.
+struct ApiSide {
+    client: kube::Client,
+    reviewers: server::Reviewers,
+    events: Recorder,
+    event_writer: cluster::events::EventWriter,
+}
+
+/// The API client of `--kubeconfig`, the reviews it answers and the node's event sink; none
+/// when standalone.
 async fn api_client(
     config: &KubeletConfig,
-) -> Result<(Option<kube::Client>, Option<server::Reviewers>), DaemonError> {
+    metrics: &Arc<Metrics>,
+) -> Result<Option<ApiSide>, DaemonError> {
     let Some(path) = &config.kubeconfig else {
-        return Ok((None, None));
+        return Ok(None);
     };
-    let client = cluster::connect(path).await?;
+    let client = cluster::connect(path, config.cluster.api_rate).await?;
     let reviewer = Arc::new(cluster::reviews::ApiReviewer {
         client: client.clone(),
     });
@@ -299,7 +311,18 @@ async fn api_client(
         tokens: reviewer.clone(),
         access: reviewer,
     };
-    Ok((Some(client), Some(reviewers)))
+    let (sink, event_writer) = cluster::events::channel(
+        client.clone(),
+        config.node_name.clone(),
+        config.cluster.event_rate,
+        metrics.clone(),
+    );
+    Ok(Some(ApiSide {
+        client,
+        reviewers,
+        events: Recorder::new(Arc::new(sink)),
+        event_writer,
+    }))
 }
 
 /// Cluster mode (nothing standalone): the node's registration, status and Lease; the API pod
@@ -307,7 +330,7 @@ async fn api_client(
 fn spawn_cluster(
     supervisor: &mut Supervisor,
     config: &KubeletConfig,
-    client: Option<kube::Client>,
+    api: Option<ApiSide>,
     (runtime, metrics, pods, statuses): (
         &Runtime,
         &Arc<Metrics>,
@@ -316,9 +339,21 @@ fn spawn_cluster(
     ),
     (host_ips, capacity): (Vec<IpAddr>, &Amounts),
 ) {
-    let Some(client) = client else {
+    let Some(ApiSide {
+        client,
+        events,
+        event_writer,
+        ..
+    }) = api
+    else {
         return;
     };
+    let event_writer = Arc::new(event_writer);
+    let cancel = supervisor.cancel.clone();
+    supervisor.spawn("events", move || {
+        let (writer, cancel) = (event_writer.clone(), cancel.clone());
+        async move { writer.run(&cancel).await }
+    });
     let host = cluster::facts::HostRoot(PathBuf::from("/"));
     let mut facts = cluster::facts::gather(config, &host, host_ips, capacity);
     let version = runtime.version();
@@ -331,6 +366,7 @@ fn spawn_cluster(
         metrics: metrics.clone(),
         fallback_node: cluster::node::registered_node(&facts, &config.cluster),
         mirrors: mirrors.clone(),
+        events: events.clone(),
     });
     let keeper = Arc::new(cluster::mirror::MirrorKeeper {
         client: client.clone(),
@@ -347,6 +383,7 @@ fn spawn_cluster(
         metrics: metrics.clone(),
         update_every: config.node_status_update_frequency,
         report_every: config.node_status_report_frequency,
+        events,
     });
     let lease = Arc::new(cluster::lease::LeaseKeeper {
         client: client.clone(),

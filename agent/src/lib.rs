@@ -11,6 +11,7 @@ pub mod config;
 pub mod cri;
 pub mod daemon;
 pub mod ebpf;
+pub mod event;
 pub mod logs;
 pub mod node;
 pub mod pod;

@@ -176,9 +176,29 @@ fn the_node_registers_becomes_ready_and_renews_its_lease() -> Result<()> {
             .is_some_and(|t| t > first.as_str()))
     })?;
 
+    // The node's events, as upstream's kubelet writes them.
+    let starting = wait_for_event(&node, &plane, NODE, "Starting")?;
+    ensure!(starting["message"] == "Starting kubelet.", "{starting:#}");
+    ensure!(
+        starting["source"] == serde_json::json!({"component": "kubelet", "host": NODE}),
+        "{starting:#}"
+    );
+    ensure!(
+        starting["involvedObject"]["kind"] == "Node" && starting["involvedObject"]["uid"] == NODE,
+        "{starting:#}"
+    );
+    let ready = wait_for_event(&node, &plane, NODE, "NodeReady")?;
+    let text = format!("Node {NODE} status is now: NodeReady");
+    ensure!(ready["message"] == text.as_str(), "{ready:#}");
+    wait_for_event(&node, &plane, NODE, "NodeHasSufficientMemory")?;
+
     let metrics = node.get("/metrics")?;
     ensure!(
         metrics.contains(r#"kernlet_api_requests_total{call="lease",result="ok"}"#),
+        "{metrics}"
+    );
+    ensure!(
+        metrics.contains(r#"kernlet_api_requests_total{call="event",result="ok"}"#),
         "{metrics}"
     );
     let log = node.log();
@@ -223,6 +243,39 @@ fn the_kubelet_port_asks_the_api_server_who_may_do_what() -> Result<()> {
     let (code, _) = client.request("/pods")?;
     ensure!(code == 403, "system:node:other /pods: {code}");
     Ok(())
+}
+
+/// The Events in `default` about the object named `name`.
+fn events_of(plane: &ControlPlane, name: &str) -> Vec<Value> {
+    let path =
+        format!("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name={name}");
+    plane
+        .get_json(&path)
+        .ok()
+        .and_then(|list| list["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Waits for the Event about `name` with `reason` (events are written in the background).
+fn wait_for_event(
+    node: &TestNode,
+    plane: &ControlPlane,
+    name: &str,
+    reason: &str,
+) -> Result<Value> {
+    let mut found = None;
+    node.wait_until(
+        &format!("a {reason} event about {name}"),
+        Duration::from_secs(30),
+        |_| {
+            found = events_of(plane, name)
+                .into_iter()
+                .find(|e| e["reason"] == reason);
+            Ok(found.is_some())
+        },
+    )
+    .with_context(|| format!("events: {:#?}", events_of(plane, name)))?;
+    found.context("no event")
 }
 
 /// A pod bound to `testnode` directly (no scheduler), with no service account token to mount.
@@ -292,6 +345,25 @@ fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
         support::uid(&kernlet_pod) == pod["metadata"]["uid"],
         "{kernlet_pod:#}"
     );
+    // Its events: the image present, the container created and started.
+    let started = wait_for_event(&node, &plane, "web", "Started")?;
+    ensure!(started["message"] == "Started container app", "{started:#}");
+    let object = &started["involvedObject"];
+    ensure!(
+        object["uid"] == pod["metadata"]["uid"] && object["fieldPath"] == "spec.containers{app}",
+        "{started:#}"
+    );
+    let created = wait_for_event(&node, &plane, "web", "Created")?;
+    ensure!(
+        created["message"] == "Created container: app",
+        "{created:#}"
+    );
+    let pulled = wait_for_event(&node, &plane, "web", "Pulled")?;
+    let text = format!(
+        "Container image \"{}\" already present on machine",
+        support::IMAGE
+    );
+    ensure!(pulled["message"] == text.as_str(), "{pulled:#}");
 
     // Pods that do not fit are rejected with upstream's reasons and never run.
     for (name, extra, reason, message) in [
@@ -328,6 +400,8 @@ fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
         let text = pod["status"]["message"].as_str().unwrap_or_default();
         ensure!(text.starts_with(message), "{name}: {text}");
         ensure!(node.pod(name)?.is_none(), "{name} runs");
+        let event = wait_for_event(&node, &plane, name, reason)?;
+        ensure!(event["type"] == "Warning", "{event:#}");
     }
 
     // Deleting it: kernlet stops it within its grace and removes the object.
@@ -342,6 +416,11 @@ fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
         Duration::from_secs(30),
         |node| Ok(node.pod("web")?.is_none()),
     )?;
+    let killing = wait_for_event(&node, &plane, "web", "Killing")?;
+    ensure!(
+        killing["message"] == "Stopping container app",
+        "{killing:#}"
+    );
     Ok(())
 }
 

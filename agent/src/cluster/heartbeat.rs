@@ -21,6 +21,7 @@ use super::lease::LeaseKeeper;
 use super::node::{self, NodeFacts};
 use crate::config::ClusterSettings;
 use crate::cri::Runtime;
+use crate::event::{EventType, Involved, Recorder, reason};
 use crate::stats::metrics::Metrics;
 
 /// The registration backoff: 100 ms doubling to 7 s, as upstream's.
@@ -38,6 +39,8 @@ pub struct NodeReporter {
     pub update_every: Duration,
     /// `nodeStatusReportFrequency`.
     pub report_every: Duration,
+    /// The node's events (`Starting`, `NodeReady`, ...).
+    pub events: Recorder,
 }
 
 /// Sleeps `delay` unless cancelled first; `false` when cancelled.
@@ -50,6 +53,14 @@ pub(super) async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
 
 /// Registers the node, then reports its status and renews its Lease until cancelled.
 pub async fn keep_node(reporter: &NodeReporter, lease: &LeaseKeeper, cancel: &CancellationToken) {
+    let node = Involved::node(&reporter.facts.name);
+    let events = &reporter.events;
+    events.record(
+        node,
+        EventType::Normal,
+        reason::STARTING,
+        "Starting kubelet.",
+    );
     let Some(node) = reporter.register(cancel).await else {
         return;
     };
@@ -131,6 +142,7 @@ impl NodeReporter {
             if due || changed {
                 match self.patch_status(&status).await {
                     Ok(()) => {
+                        self.announce(reported.as_ref(), &status);
                         reported = Some(status);
                         reported_at = Some(tokio::time::Instant::now());
                     }
@@ -143,6 +155,17 @@ impl NodeReporter {
             if !pause(self.update_every, cancel).await {
                 return;
             }
+        }
+    }
+
+    /// Records the events of the conditions that changed with this report.
+    fn announce(&self, old: Option<&NodeStatus>, new: &NodeStatus) {
+        let name = &self.facts.name;
+        // All `Normal`, as upstream's setters record them, `NodeNotReady` too.
+        for why in node::condition_events(old, new) {
+            let message = format!("Node {name} status is now: {why}");
+            let node = Involved::node(name);
+            self.events.record(node, EventType::Normal, why, message);
         }
     }
 

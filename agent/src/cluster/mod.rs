@@ -19,12 +19,15 @@
 //! client needs, and it is the client the field uses.
 
 pub mod admit;
+pub mod correlate;
+pub mod events;
 pub mod facts;
 pub mod heartbeat;
 pub mod lease;
 pub mod mirror;
 pub mod node;
 pub mod pods;
+pub mod ratelimit;
 pub mod reviews;
 pub mod status;
 
@@ -47,8 +50,12 @@ pub enum ClusterError {
     },
 }
 
-/// An API client with the credentials of `kubeconfig` (its current context).
-pub async fn connect(kubeconfig: &Path) -> Result<kube::Client, ClusterError> {
+/// An API client with the credentials of `kubeconfig` (its current context), its requests
+/// limited to `rate` (`kubeAPIQPS`/`kubeAPIBurst`).
+pub async fn connect(
+    kubeconfig: &Path,
+    rate: crate::config::ApiRate,
+) -> Result<kube::Client, ClusterError> {
     let path = kubeconfig.display().to_string();
     let file = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|source| {
         ClusterError::Kubeconfig {
@@ -63,7 +70,10 @@ pub async fn connect(kubeconfig: &Path) -> Result<kube::Client, ClusterError> {
             path: path.clone(),
             source,
         })?;
-    kube::Client::try_from(config).map_err(|source| ClusterError::Client { path, source })
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|source| ClusterError::Client { path, source })?;
+    let limit = ratelimit::RateLimitLayer::new(rate);
+    Ok(builder.with_layer(&limit).build())
 }
 
 /// Whether `error` is the API server's answer with HTTP status `code`.

@@ -330,3 +330,47 @@ pub fn changed(old: &NodeStatus, new: &NodeStatus) -> bool {
 #[cfg(test)]
 #[path = "node_tests.rs"]
 mod tests;
+
+/// The node events upstream's condition setters record for what changed from `old` to `new`
+/// (a condition `old` lacks counts as changed): `NodeReady`, `NodeHasSufficientMemory`, ...
+#[must_use]
+pub fn condition_events(old: Option<&NodeStatus>, new: &NodeStatus) -> Vec<&'static str> {
+    let status_of = |status: Option<&NodeStatus>, type_: &str| {
+        status?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.clone())
+    };
+    let table = [
+        (
+            "MemoryPressure",
+            "NodeHasInsufficientMemory",
+            "NodeHasSufficientMemory",
+        ),
+        (
+            "DiskPressure",
+            "NodeHasDiskPressure",
+            "NodeHasNoDiskPressure",
+        ),
+        (
+            "PIDPressure",
+            "NodeHasInsufficientPID",
+            "NodeHasSufficientPID",
+        ),
+        ("Ready", "NodeReady", "NodeNotReady"),
+    ];
+    let mut reasons = Vec::new();
+    for (type_, when_true, otherwise) in table {
+        let now = status_of(Some(new), type_);
+        if now.is_some() && now != status_of(old, type_) {
+            reasons.push(if now.as_deref() == Some("True") {
+                when_true
+            } else {
+                otherwise
+            });
+        }
+    }
+    reasons
+}

@@ -127,3 +127,25 @@ fn status_carries_addresses_endpoint_info_and_the_largest_images() {
     let unlimited = status(&facts(), &Readiness::default(), &[], None, None, now);
     assert_eq!(unlimited.images.unwrap().len(), 0);
 }
+
+#[test]
+fn condition_changes_become_upstream_node_events() {
+    let status = |ready: &str, memory: &str| -> NodeStatus {
+        serde_json::from_value(serde_json::json!({"conditions": [
+            {"type": "MemoryPressure", "status": memory},
+            {"type": "Ready", "status": ready},
+        ]}))
+        .unwrap()
+    };
+    let first = status("True", "False");
+    assert_eq!(
+        condition_events(None, &first),
+        ["NodeHasSufficientMemory", "NodeReady"]
+    );
+    assert!(condition_events(Some(&first), &first).is_empty());
+    let later = status("False", "True");
+    assert_eq!(
+        condition_events(Some(&first), &later),
+        ["NodeHasInsufficientMemory", "NodeNotReady"]
+    );
+}

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admit;
 use super::mirror::{MirrorPods, is_mirror};
+use crate::event::{EventType, Recorder};
 use crate::pod::PodStore;
 use crate::pod::defaults::CONFIG_SOURCE_ANNOTATION;
 use crate::stats::metrics::Metrics;
@@ -40,6 +41,8 @@ pub struct ApiPods {
     pub fallback_node: Node,
     /// Where the mirror pods the watch sees go (they are never run).
     pub mirrors: Arc<MirrorPods>,
+    /// Rejections are events too, as upstream's.
+    pub events: Recorder,
 }
 
 impl ApiPods {
@@ -179,6 +182,13 @@ impl ApiPods {
         let name = pod.metadata.name.clone().unwrap_or_default();
         tracing::warn!(pod = %name, reason = %rejection.reason, message = %rejection.message,
             "pod rejected");
+        let events = &self.events;
+        events.pod(
+            pod,
+            EventType::Warning,
+            &rejection.reason,
+            rejection.message.clone(),
+        );
         let patch = serde_json::json!({
             "metadata": {"uid": pod.metadata.uid},
             "status": {

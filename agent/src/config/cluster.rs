@@ -1,7 +1,8 @@
 //! The settings of cluster mode (`--kubeconfig`): how the node registers and reports itself.
 //!
 //! Upstream: `registerNode`, `registerWithTaints`, `nodeLeaseDurationSeconds` and
-//! `nodeStatusMaxImages` of `KubeletConfiguration` v1beta1, and the flags `--node-labels`,
+//! `nodeStatusMaxImages`, `eventRecordQPS`/`eventBurst` and `kubeAPIQPS`/`kubeAPIBurst` of
+//! `KubeletConfiguration` v1beta1, and the flags `--node-labels`,
 //! `--register-with-taints` and `--register-node` (`cmd/kubelet/app/options`). The labels a
 //! kubelet may set on its own Node are those upstream's `IsKubeletLabel` allows: the
 //! `NodeRestriction` admission plugin refuses the others, so the node would never register.
@@ -26,6 +27,29 @@ pub struct ClusterSettings {
     pub node_lease_duration: Duration,
     /// `nodeStatusMaxImages`: how many images `status.images` lists; `None` for no cap (`-1`).
     pub node_status_max_images: Option<usize>,
+    /// `eventRecordQPS` and `eventBurst`: event writes per second and their burst; a rate of 0
+    /// is no limit.
+    pub event_rate: ApiRate,
+    /// `kubeAPIQPS` and `kubeAPIBurst`: every request to the API server.
+    pub api_rate: ApiRate,
+}
+
+/// A request rate and its burst, as client-go's token-bucket limiter takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRate {
+    pub qps: u32,
+    pub burst: u32,
+}
+
+impl ApiRate {
+    /// `kubeAPIQPS`/`kubeAPIBurst` as client-go applies them: zero means its defaults, 5 and 10.
+    #[must_use]
+    pub fn client(self) -> Self {
+        Self {
+            qps: if self.qps == 0 { 5 } else { self.qps },
+            burst: if self.burst == 0 { 10 } else { self.burst },
+        }
+    }
 }
 
 impl Default for ClusterSettings {
@@ -36,6 +60,14 @@ impl Default for ClusterSettings {
             node_labels: BTreeMap::new(),
             node_lease_duration: Duration::from_secs(40),
             node_status_max_images: Some(50),
+            event_rate: ApiRate {
+                qps: 50,
+                burst: 100,
+            },
+            api_rate: ApiRate {
+                qps: 50,
+                burst: 100,
+            },
         }
     }
 }
@@ -153,6 +185,15 @@ impl Reader<'_> {
         if let Some(max) = self.int(root, "nodeStatusMaxImages", -1, i64::from(i32::MAX)) {
             c.node_status_max_images = usize::try_from(max).ok();
         }
+        let mut rate = |name: &str, into: &mut u32| {
+            if let Some(value) = self.int(root, name, 0, i64::from(i32::MAX)) {
+                *into = u32::try_from(value).unwrap_or(u32::MAX);
+            }
+        };
+        rate("eventRecordQPS", &mut c.event_rate.qps);
+        rate("eventBurst", &mut c.event_rate.burst);
+        rate("kubeAPIQPS", &mut c.api_rate.qps);
+        rate("kubeAPIBurst", &mut c.api_rate.burst);
         let Some(value) = get(root, "registerWithTaints") else {
             return;
         };
@@ -196,6 +237,10 @@ pub(super) fn configz_fields(c: &ClusterSettings, out: &mut Map<String, Value>) 
         .node_status_max_images
         .map_or(-1, |max| i64::try_from(max).unwrap_or(i64::MAX));
     out.insert("nodeStatusMaxImages".to_owned(), images.into());
+    out.insert("eventRecordQPS".to_owned(), c.event_rate.qps.into());
+    out.insert("eventBurst".to_owned(), c.event_rate.burst.into());
+    out.insert("kubeAPIQPS".to_owned(), c.api_rate.qps.into());
+    out.insert("kubeAPIBurst".to_owned(), c.api_rate.burst.into());
 }
 
 #[cfg(test)]
@@ -255,7 +300,8 @@ mod tests {
     fn the_file_sets_the_cluster_settings() {
         let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
                     registerNode: false\nnodeLeaseDurationSeconds: 60\nnodeStatusMaxImages: -1\n\
-                    registerWithTaints: [{key: a, value: b, effect: NoSchedule}]\n";
+                    registerWithTaints: [{key: a, value: b, effect: NoSchedule}]\n\
+                    eventRecordQPS: 0\neventBurst: 7\nkubeAPIQPS: 20\nkubeAPIBurst: 40\n";
         let config = crate::config::KubeletConfig::from_yaml_str(text)
             .unwrap()
             .config;
@@ -264,6 +310,14 @@ mod tests {
         assert_eq!(c.node_lease_duration, Duration::from_mins(1));
         assert_eq!(c.node_status_max_images, None);
         assert_eq!(c.register_with_taints[0].value, "b");
+        assert_eq!((c.event_rate.qps, c.event_rate.burst), (0, 7));
+        assert_eq!((c.api_rate.qps, c.api_rate.burst), (20, 40));
+        let zero = ApiRate { qps: 0, burst: 0 }.client();
+        assert_eq!((zero.qps, zero.burst), (5, 10), "client-go's defaults");
+        let negative = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+                        kubeAPIQPS: -1\n";
+        let error = crate::config::KubeletConfig::from_yaml_str(negative).unwrap_err();
+        assert!(error.to_string().contains("kubeAPIQPS"), "{error}");
         let bad = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
                    registerWithTaints: [{key: a, effect: Never}]\n";
         let error = crate::config::KubeletConfig::from_yaml_str(bad).unwrap_err();
@@ -273,6 +327,8 @@ mod tests {
         );
         let configz = crate::config::configz(&config);
         assert_eq!(configz["kubeletconfig"]["nodeLeaseDurationSeconds"], 60);
+        assert_eq!(configz["kubeletconfig"]["eventBurst"], 7);
+        assert_eq!(configz["kubeletconfig"]["kubeAPIQPS"], 20);
         assert_eq!(
             configz["kubeletconfig"]["registerWithTaints"][0]["key"],
             "a"

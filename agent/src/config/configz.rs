@@ -288,14 +288,14 @@ fn reserved(amounts: &BTreeMap<ReservedResource, Quantity>) -> Map<String, Value
 const UNSUPPORTED_DEFAULTS: &str = r#"{
     "httpCheckFrequency": "20s", "registryPullQPS": 5, "registryBurst": 10,
     "imagePullCredentialsVerificationPolicy": "NeverVerifyPreloadedImages",
-    "eventRecordQPS": 50, "eventBurst": 100, "oomScoreAdj": -999,
+    "oomScoreAdj": -999,
     "streamingConnectionIdleTimeout": "4h0m0s",
     "imageMaximumGCAge": "0s", "volumeStatsAggPeriod": "1m0s",
     "cpuManagerPolicy": "none", "cpuManagerReconcilePeriod": "10s",
     "draManagerReconcilePeriod": "1m0s", "memoryManagerPolicy": "None",
     "topologyManagerPolicy": "none", "topologyManagerScope": "container",
     "maxOpenFiles": 1000000,
-    "contentType": "application/vnd.kubernetes.protobuf", "kubeAPIQPS": 50, "kubeAPIBurst": 100,
+    "contentType": "application/vnd.kubernetes.protobuf",
     "evictionPressureTransitionPeriod": "5m0s", "enableControllerAttachDetach": true,
     "makeIPTablesUtilChains": true, "iptablesMasqueradeBit": 14, "iptablesDropBit": 15,
     "memorySwap": {}, "containerLogMaxWorkers": 1, "containerLogMonitorInterval": "10s",
@@ -399,7 +399,7 @@ mod tests {
     fn every_key_is_an_upstream_field_and_every_supported_field_can_appear() {
         let defaults: Map<String, Value> =
             serde_json::from_str(UNSUPPORTED_DEFAULTS).expect("valid JSON");
-        assert_eq!(defaults.len(), 39);
+        assert_eq!(defaults.len(), 35);
         let busy = inner(&busy());
         for fields in [inner(&KubeletConfig::default()), busy.clone()] {
             for (key, value) in &fields {
@@ -450,7 +450,8 @@ mod tests {
         containerRuntimeEndpoint: "unix:///run/crio/crio.sock",
         imageServiceEndpoint: "unix:///run/images.sock", registerNode: false,
         registerWithTaints: [{key: dedicated, value: gpu, effect: NoSchedule}],
-        nodeLeaseDurationSeconds: 60, nodeStatusMaxImages: 10 }"#;
+        nodeLeaseDurationSeconds: 60, nodeStatusMaxImages: 10,
+        eventRecordQPS: 10, eventBurst: 20, kubeAPIQPS: 25, kubeAPIBurst: 50 }"#;
 
     fn busy() -> KubeletConfig {
         let loaded = KubeletConfig::from_yaml_str(BUSY).unwrap_or_else(|e| panic!("{e}"));

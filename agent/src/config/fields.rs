@@ -19,7 +19,7 @@ use super::{
 };
 
 /// Upstream fields that kernlet reads into [`KubeletConfig`].
-pub(super) const SUPPORTED: [&str; 57] = [
+pub(super) const SUPPORTED: [&str; 61] = [
     "podLogsDir",
     "enableServer",
     "staticPodPath",
@@ -77,6 +77,10 @@ pub(super) const SUPPORTED: [&str; 57] = [
     "registerWithTaints",
     "nodeLeaseDurationSeconds",
     "nodeStatusMaxImages",
+    "eventRecordQPS",
+    "eventBurst",
+    "kubeAPIQPS",
+    "kubeAPIBurst",
 ];
 
 const I32_MAX: i64 = i32::MAX as i64;

@@ -39,7 +39,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cluster::{ClusterSettings, Taint, is_kubelet_label};
+pub use cluster::{ApiRate, ClusterSettings, Taint, is_kubelet_label};
 pub use configz::configz;
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use eviction::{

@@ -53,7 +53,7 @@ const fn field(name: &'static str, accepts: Accepts, default: &'static str) -> U
 use Accepts::{AnyBool, Bool, Duration, Empty, Int, MemorySwap, Null, Str, UserNamespaces};
 
 /// Every upstream field that is neither typed by kernlet nor `apiVersion`/`kind`.
-pub(super) const UNSUPPORTED: [Unsupported; 69] = [
+pub(super) const UNSUPPORTED: [Unsupported; 65] = [
     field("httpCheckFrequency", Duration(&["0s", "20s"]), "\"20s\""),
     field("staticPodURL", Str(&[""]), "\"\""),
     field("staticPodURLHeader", Empty, "unset"),
@@ -68,8 +68,6 @@ pub(super) const UNSUPPORTED: [Unsupported; 69] = [
         "\"NeverVerifyPreloadedImages\"",
     ),
     field("preloadedImagesVerificationAllowlist", Empty, "unset"),
-    field("eventRecordQPS", Int(&[50]), "50"),
-    field("eventBurst", Int(&[0, 100]), "100"),
     field("enableContentionProfiling", Bool(false), "false"),
     field("oomScoreAdj", Int(&[-999]), "-999"),
     field(
@@ -116,8 +114,6 @@ pub(super) const UNSUPPORTED: [Unsupported; 69] = [
         Str(&["", "application/vnd.kubernetes.protobuf"]),
         "\"application/vnd.kubernetes.protobuf\"",
     ),
-    field("kubeAPIQPS", Int(&[50]), "50"),
-    field("kubeAPIBurst", Int(&[0, 100]), "100"),
     // One parallel pull is serial pulling, which is what kernlet does by default.
     field("maxParallelImagePulls", Int(&[1]), "unset"),
     field("evictionSoft", Empty, "unset"),
@@ -422,7 +418,7 @@ mod tests {
             ("memorySwap", json!({"swapBehavior": "LimitedSwap"})),
             ("tracing", json!({})),
             ("failCgroupV1", json!("no")),
-            ("eventRecordQPS", json!("50")),
+            ("registryBurst", json!("10")),
         ] {
             let error = check(name, &value)
                 .expect("an unsupported field")

@@ -12,6 +12,7 @@ use super::{
     set::{Prober, Shared},
 };
 use crate::clock::Nanos;
+use crate::event::{EventType, Involved, reason};
 
 /// Who is probed, for logs and metric labels.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub(super) struct Subject {
     pub pod: String,
     pub uid: String,
     pub container: String,
+    /// The container, as events name it.
+    pub involved: Involved,
 }
 
 pub(super) struct Runner {
@@ -97,17 +100,31 @@ impl Runner {
     /// Counts `outcome`; `Some(true)` when this probe has nothing more to do.
     fn record(&self, outcome: &Outcome, counter: &mut Counter) -> Option<bool> {
         let s = &self.subject;
+        let kind = self.kind.as_str();
         if let Outcome::Failure(output) | Outcome::Warning(output) = outcome {
-            // Upstream's `Unhealthy` event (and its `ProbeWarning`).
+            let (why, word) = if outcome.passed() == Some(true) {
+                (reason::PROBE_WARNING, "warning")
+            } else {
+                (reason::UNHEALTHY, "failed")
+            };
+            let output = output.trim_end();
             tracing::warn!(namespace = %s.namespace, pod = %s.pod, container = %s.container,
-                probe = self.kind.as_str(), output = %output.trim_end(),
-                "{} probe {}", self.kind.as_str(),
-                if outcome.passed() == Some(true) { "warning" } else { "failed" });
+                probe = kind, %output, "{kind} probe {word}");
+            let message = format!("{kind} probe {word}: {output}");
+            let events = self.prober.events();
+            events.record(s.involved.clone(), EventType::Warning, why, message);
         }
         if let Outcome::Error(error) = outcome {
             tracing::warn!(namespace = %s.namespace, pod = %s.pod, container = %s.container,
-                probe = self.kind.as_str(), %error, "{} probe errored; result unchanged",
-                self.kind.as_str());
+                probe = kind, %error, "{kind} probe errored; result unchanged");
+            let message = format!("{kind} probe errored and resulted in unknown state: {error}");
+            let events = self.prober.events();
+            events.record(
+                s.involved.clone(),
+                EventType::Warning,
+                reason::UNHEALTHY,
+                message,
+            );
         }
         let result = counter.observe(outcome.passed()?)?;
         let kill = Kill {

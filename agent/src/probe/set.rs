@@ -19,15 +19,18 @@ use super::{
 use crate::{
     clock::{Clock, Nanos},
     cri::Cri,
+    event::{Involved, Recorder},
 };
 
-/// What every probe task shares: the runtime (exec probes), the wall clock, the metrics.
+/// What every probe task shares: the runtime (exec probes), the wall clock, the metrics, the
+/// event recorder (`Unhealthy`).
 #[derive(Debug)]
 pub struct Prober {
     runtime: Arc<dyn Cri>,
     clock: Arc<dyn Clock>,
     started: tokio::time::Instant,
     metrics: Arc<ProbeMetrics>,
+    events: Recorder,
 }
 
 impl Prober {
@@ -38,7 +41,19 @@ impl Prober {
             clock,
             started: tokio::time::Instant::now(),
             metrics,
+            events: Recorder::default(),
         }
+    }
+
+    /// This prober recording its events through `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: Recorder) -> Self {
+        self.events = events;
+        self
+    }
+
+    pub(super) fn events(&self) -> &Recorder {
+        &self.events
     }
 
     pub(super) fn uptime(&self) -> Duration {
@@ -206,6 +221,7 @@ impl PodProbes {
             pod: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             container: spec.name.clone(),
+            involved: Involved::container(pod, &spec.name),
         });
         let target = Arc::new(Target {
             container_id: instance.id.to_owned(),

@@ -20,6 +20,7 @@ use super::{
 use crate::cgroup::CgroupManager;
 use crate::clock::{self, Clock};
 use crate::cri::{CallFuture, Cri, CriError};
+use crate::event::{Involved, Recorder, Scoped, reason};
 use crate::probe::{PodProbes, ProbeMetrics, Prober};
 
 /// Something an action could not do; the worker pauses and retries.
@@ -53,6 +54,7 @@ pub struct Executor {
     /// What every worker's probes share.
     prober: Arc<Prober>,
     probe_metrics: Arc<ProbeMetrics>,
+    events: Recorder,
 }
 
 impl std::fmt::Debug for Executor {
@@ -93,6 +95,7 @@ impl Executor {
             cgroups,
             prober,
             probe_metrics,
+            events: Recorder::default(),
         }
     }
 
@@ -110,13 +113,27 @@ impl Executor {
         self.rebuild_prober()
     }
 
+    /// This executor and its probes recording events through `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: Recorder) -> Self {
+        self.events = events;
+        self.rebuild_prober()
+    }
+
     fn rebuild_prober(mut self) -> Self {
-        self.prober = Arc::new(Prober::new(
+        let prober = Prober::new(
             self.runtime.clone(),
             self.clock.clone(),
             self.probe_metrics.clone(),
-        ));
+        );
+        self.prober = Arc::new(prober.with_events(self.events.clone()));
         self
+    }
+
+    /// Where pod workers record events.
+    #[must_use]
+    pub fn events(&self) -> &Recorder {
+        &self.events
     }
 
     /// Probes for one pod's worker: a result change wakes it through `wake`; they stop with
@@ -272,99 +289,6 @@ impl Executor {
         }
     }
 
-    /// Creates the pod's cgroup and applies its limits before its sandbox exists; returns the
-    /// sandbox's cgroup parent.
-    async fn ensure_pod_cgroup(
-        &self,
-        uid: &str,
-        pod: &Pod,
-    ) -> Result<Option<String>, ExecuteError> {
-        let Some(cgroups) = self.cgroups.clone() else {
-            return Ok(None);
-        };
-        let pod = pod.clone();
-        let created = tokio::task::spawn_blocking(move || cgroups.ensure_pod(&pod))
-            .await
-            .map_err(|e| spec_error(uid, &format!("pod cgroup task failed: {e}")))?;
-        created
-            .map(Some)
-            .map_err(|e| spec_error(uid, &format!("failed to ensure the pod cgroup: {e}")))
-    }
-
-    async fn create_sandbox(
-        &self,
-        uid: &str,
-        pod: &Pod,
-        attempt: u32,
-    ) -> Result<Current, ExecuteError> {
-        let volumes =
-            spec::plan_volumes(pod, &self.node).map_err(|e| spec_error(uid, &e.to_string()))?;
-        prepare(volumes)
-            .await
-            .map_err(|message| spec_error(uid, &message))?;
-
-        let parent = self.ensure_pod_cgroup(uid, pod).await?;
-        let config =
-            spec::sandbox_config(pod, attempt, &self.node, &self.resolv, parent.as_deref())
-                .map_err(|e| spec_error(uid, &e.to_string()))?;
-        let request = v1::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        };
-        let id = self
-            .runtime
-            .run_pod_sandbox(request)
-            .await
-            .map_err(|source| ExecuteError::Runtime {
-                uid: uid.into(),
-                action: "RunPodSandbox",
-                source,
-            })?
-            .pod_sandbox_id;
-        let request = v1::PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: false,
-        };
-        let ip = self
-            .runtime
-            .pod_sandbox_status(request)
-            .await
-            .ok()
-            .and_then(|r| r.status)
-            .and_then(|s| s.network)
-            .map(|n| n.ip)
-            .filter(|ip| !ip.is_empty());
-        tracing::info!(%uid, sandbox = %id, attempt, ?ip, "pod sandbox created");
-        Ok(Current { id, config, ip })
-    }
-
-    /// The newest ready sandbox of the pod, with the config it was created from.
-    fn current_sandbox(
-        &self,
-        uid: &str,
-        pod: &Pod,
-        observed: &PodRuntime,
-    ) -> Result<Current, ExecuteError> {
-        let sandbox = observed
-            .newest_sandbox()
-            .filter(|s| s.ready)
-            .ok_or_else(|| spec_error(uid, "no ready sandbox to start containers in"))?;
-        let parent = self.cgroups.as_ref().map(|c| c.pod_cgroup(pod));
-        let config = spec::sandbox_config(
-            pod,
-            sandbox.attempt,
-            &self.node,
-            &self.resolv,
-            parent.as_deref(),
-        )
-        .map_err(|e| spec_error(uid, &e.to_string()))?;
-        Ok(Current {
-            id: sandbox.id.clone(),
-            config,
-            ip: sandbox.ip.clone(),
-        })
-    }
-
     async fn start_container(
         &self,
         uid: &str,
@@ -377,28 +301,23 @@ impl Executor {
         let spec = target_spec(pod, target)
             .ok_or_else(|| spec_error(uid, "container index out of range"))?;
         let name = spec.name.clone();
+        let events = self.events.about(Involved::container(pod, &name));
         let policy = spec.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
         let image = spec.image.as_deref().unwrap_or_default();
-        let image_ref = match ensure_image(
-            self.runtime.as_ref(),
-            &mut memory.pulls,
-            uid,
-            image,
-            policy,
-            self.clock.wall_nanos(),
-        )
-        .await
-        {
-            ImageOutcome::Ready(reference) => reference,
-            ImageOutcome::Waiting { waiting, retry_at } => {
-                // With several containers waiting, the pod is retried at the first one's time.
-                memory.retry_at = match (memory.retry_at, retry_at) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                return Err(Self::wait(uid, &name, waiting, memory));
-            }
-        };
+        let now = self.clock.wall_nanos();
+        let pulls = &mut memory.pulls;
+        let image_ref =
+            match ensure_image(self.runtime(), pulls, (uid, image, policy), now, &events).await {
+                ImageOutcome::Ready(reference) => reference,
+                ImageOutcome::Waiting { waiting, retry_at } => {
+                    // With several containers waiting, the pod is retried at the first one's time.
+                    memory.retry_at = match (memory.retry_at, retry_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    return Err(Self::wait(uid, &name, waiting, memory, &events));
+                }
+            };
         let pod_ips: Vec<String> = sandbox.ip.iter().cloned().collect();
         let files = spec::plan_container_files(pod, target, restart_count, &pod_ips, &self.node);
         let prepared = match files {
@@ -412,7 +331,7 @@ impl Executor {
             }),
         };
         if let Err(waiting) = prepared {
-            return Err(Self::wait(uid, &name, waiting, memory));
+            return Err(Self::wait(uid, &name, waiting, memory, &events));
         }
         let config = match spec::container_config(
             pod,
@@ -428,7 +347,7 @@ impl Executor {
                     reason: error.reason().to_owned(),
                     message: error.to_string(),
                 };
-                return Err(Self::wait(uid, &name, waiting, memory));
+                return Err(Self::wait(uid, &name, waiting, memory, &events));
             }
         };
         let request = v1::CreateContainerRequest {
@@ -443,9 +362,10 @@ impl Executor {
                     reason: "CreateContainerError".into(),
                     message: error.to_string(),
                 };
-                return Err(Self::wait(uid, &name, waiting, memory));
+                return Err(Self::wait(uid, &name, waiting, memory, &events));
             }
         };
+        events.normal(reason::CREATED, format!("Created container: {name}"));
         let request = v1::StartContainerRequest {
             container_id: id.clone(),
         };
@@ -454,11 +374,12 @@ impl Executor {
                 reason: "RunContainerError".into(),
                 message: error.to_string(),
             };
-            return Err(Self::wait(uid, &name, waiting, memory));
+            return Err(Self::wait(uid, &name, waiting, memory, &events));
         }
         tracing::info!(%uid, container = %name, id = %id, restart_count, "container started");
+        events.normal(reason::STARTED, format!("Started container {name}"));
         if let Err(waiting) = self.post_start(uid, pod, spec, sandbox, &id).await {
-            return Err(Self::wait(uid, &name, waiting, memory));
+            return Err(Self::wait(uid, &name, waiting, memory, &events));
         }
         memory.waiting.remove(&name);
         Ok(())
@@ -490,6 +411,8 @@ impl Executor {
             return Ok(());
         };
         tracing::warn!(%uid, container = %name, %message, "FailedPostStartHook: PostStartHook failed");
+        let events = self.events.about(Involved::container(pod, name));
+        events.warning(reason::FAILED_POST_START_HOOK, message.clone());
         let reason = StopReason::PostStartHookFailed;
         let stopped = self
             .stop_container(
@@ -510,10 +433,25 @@ impl Executor {
         })
     }
 
-    /// Records why container `name` waits and returns the matching error.
-    fn wait(uid: &str, name: &str, waiting: Waiting, memory: &mut Memory) -> ExecuteError {
+    /// Records why container `name` waits and returns the matching error; the `Failed` event
+    /// says `Error: ` and, as upstream's error values read, the reason for image failures and
+    /// the message otherwise (a failed postStart hook has had its own event).
+    fn wait(
+        uid: &str,
+        name: &str,
+        waiting: Waiting,
+        memory: &mut Memory,
+        events: &Scoped<'_>,
+    ) -> ExecuteError {
         tracing::warn!(%uid, container = %name, reason = %waiting.reason, message = %waiting.message,
             "container cannot start");
+        match waiting.reason.as_str() {
+            "PostStartHookError" => {}
+            r @ ("ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" | "ErrImageInspect") => {
+                events.warning(reason::FAILED, format!("Error: {r}"));
+            }
+            _ => events.warning(reason::FAILED, format!("Error: {}", waiting.message)),
+        }
         let reason = waiting.reason.clone();
         memory.waiting.insert(name.to_owned(), waiting);
         ExecuteError::Waiting {
@@ -575,6 +513,7 @@ fn target_spec(pod: &Pod, target: Target) -> Option<&ContainerSpec> {
     }
 }
 
+mod sandbox;
 mod stop;
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use super::{
     worker::{self, DesiredState, PodReport, StatusSink},
 };
 use crate::clock::TestClock;
+use crate::event::{Collected, Recorder};
 
 /// 2026-01-01T00:00:00Z: wall time at the start of every test.
 pub const EPOCH_2026: i64 = 1_767_225_600_000_000_000;
@@ -64,6 +65,7 @@ pub struct Harness {
     pub fake: Arc<FakeRuntime>,
     pub executor: Arc<Executor>,
     pub reports: Arc<Reports>,
+    pub events: Arc<Collected>,
     _dir: tempfile::TempDir,
 }
 
@@ -79,12 +81,15 @@ impl Harness {
             dir.path().join("root"),
         );
         node.pod_logs_dir = dir.path().join("logs");
-        let executor =
-            Executor::new(fake.clone(), node, ResolvConf::default(), None).with_clock(clock);
+        let events = Arc::new(Collected::default());
+        let executor = Executor::new(fake.clone(), node, ResolvConf::default(), None)
+            .with_clock(clock)
+            .with_events(Recorder::new(events.clone()));
         Self {
             fake,
             executor: Arc::new(executor),
             reports: Arc::new(Reports::default()),
+            events,
             _dir: dir,
         }
     }

@@ -19,6 +19,7 @@ use super::{
     state::{Nanos, PodRuntime, RunState, Waiting},
 };
 use crate::cri::Cri;
+use crate::event::{EventType, Recorder, reason};
 use crate::probe::{Instance, PodProbes};
 
 /// What a worker is told to make of its pod.
@@ -88,6 +89,8 @@ pub async fn run(
     let mut probes = executor.pod_probes(&wake, &cancel);
     // The runtime as last observed, while nothing has acted on it since (the worker paused).
     let mut quiet: Option<PodRuntime> = None;
+    // The CrashLoopBackOff each container's `BackOff` event was recorded for (its end).
+    let mut announced: HashMap<String, Nanos> = HashMap::new();
     loop {
         let want = desired.borrow_and_update().clone();
         // Woken by an exit the runtime's events reported: the status says so now, from the
@@ -118,6 +121,9 @@ pub async fn run(
         let now = executor.clock().wall_nanos();
         let round = plan_and_publish(&uid, &want, &observed, &memory, status.as_ref(), now);
         let pod = want.pod().cloned();
+        if let Some(pod) = &pod {
+            announce_backoff(executor.events(), pod, &round.backing_off, &mut announced);
+        }
         if round.actions.is_empty() {
             if matches!(want, DesiredState::Terminate { .. }) {
                 finish(
@@ -214,6 +220,30 @@ fn plan_and_publish(
         );
     }
     round
+}
+
+/// Records upstream's `BackOff` event once for each new CrashLoopBackOff period.
+fn announce_backoff(
+    events: &Recorder,
+    pod: &Pod,
+    backing_off: &[BackingOff],
+    announced: &mut HashMap<String, Nanos>,
+) {
+    for BackingOff { name, until } in backing_off {
+        if announced.insert(name.clone(), *until) == Some(*until) {
+            continue;
+        }
+        let meta = &pod.metadata;
+        let (pod_name, namespace) = (meta.name.as_deref(), meta.namespace.as_deref());
+        let uid = meta.uid.as_deref().unwrap_or_default();
+        let formatted = format!(
+            "{}_{}({uid})",
+            pod_name.unwrap_or_default(),
+            namespace.unwrap_or_default()
+        );
+        let message = format!("Back-off restarting failed container {name} in pod {formatted}");
+        events.container(pod, name, EventType::Warning, reason::BACK_OFF, message);
+    }
 }
 
 /// Publishes the quiet view with the exits the runtime's events recorded since, if any.

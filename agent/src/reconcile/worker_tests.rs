@@ -45,6 +45,15 @@ async fn a_new_pod_gets_its_sandbox_then_its_container() {
         1,
         "the report shows what runs"
     );
+    let events = h.events.lines();
+    let started = [
+        "Created: Created container: app",
+        "Started: Started container app",
+    ];
+    assert!(
+        events.len() >= 2 && events[events.len() - 2..] == started,
+        "{events:?}"
+    );
     worker.stop().await;
 }
 
@@ -86,6 +95,23 @@ async fn a_container_that_cannot_start_does_not_keep_its_sibling_from_running() 
         "{calls:?}"
     );
     assert_eq!(h.fake.instances("app")[0].id, app[0].id);
+    // Upstream's events for a pull that fails and then backs off.
+    let events = h.events.lines();
+    let has = |prefix: &str| events.iter().any(|e| e.starts_with(prefix));
+    assert!(
+        has("Pulling: Pulling image \"missing/app:1\""),
+        "{events:?}"
+    );
+    assert!(
+        has("Failed: Failed to pull image \"missing/app:1\": "),
+        "{events:?}"
+    );
+    assert!(has("Failed: Error: ErrImagePull"), "{events:?}");
+    assert!(
+        has("BackOff: Back-off pulling image \"missing/app:1\""),
+        "{events:?}"
+    );
+    assert!(has("Started: Started container app"), "{events:?}");
     worker.stop().await;
 }
 
@@ -165,6 +191,11 @@ async fn a_crash_loop_backs_off_0_10_20_s_and_a_new_worker_continues_it() {
     }
     let s = Duration::from_secs;
     assert_eq!(delays, [s(0), s(10), s(20)]);
+    // One `BackOff` event per backoff period (the first restart had none).
+    let events = h.events.lines();
+    let backoff = "BackOff: Back-off restarting failed container app in pod web_default(uid-web)";
+    let count = events.iter().filter(|e| *e == backoff).count();
+    assert_eq!(count, 2, "{events:?}");
 
     // kernlet restarts: the third restart crashes while no worker runs, and a new worker,
     // with nothing in memory, waits 10 s * 2^(3-1) = 40 s from that exit.
@@ -223,6 +254,12 @@ async fn terminate_stops_within_grace_and_removes_everything() {
     assert!(h.fake.sandboxes().is_empty());
     assert!(h.fake.instances("app").is_empty());
     assert!(h.reports.gone("uid-web"), "reported gone");
+    let killing = "Killing: Stopping container app".to_owned();
+    assert!(
+        h.events.lines().contains(&killing),
+        "{:?}",
+        h.events.lines()
+    );
 }
 
 #[tokio::test(start_paused = true)]

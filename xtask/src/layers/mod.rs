@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// The agent's top-level modules, bottom to top.
-pub const ORDER: [&str; 17] = [
+pub const ORDER: [&str; 18] = [
     "config",
     "clock",
     "supervise",
@@ -28,6 +28,7 @@ pub const ORDER: [&str; 17] = [
     "ebpf",
     "logs",
     "pod",
+    "event",
     "probe",
     "reconcile",
     "status",

@@ -9,6 +9,7 @@ use kernlet_cri::v1;
 use tokio::time::Instant;
 
 use super::{ExecuteError, Executor, find_container};
+use crate::event::{Involved, reason as event};
 use crate::reconcile::{
     hooks::{self, HookTarget},
     plan::{Action, StopReason},
@@ -57,6 +58,10 @@ impl Executor {
         reason: StopReason,
     ) -> Result<(), ExecuteError> {
         let started = Instant::now();
+        let events = spec.map(|(pod, c)| self.events().about(Involved::container(pod, &c.name)));
+        if let (Some(events), Some((_, container))) = (&events, spec) {
+            events.normal(event::KILLING, killing_message(&container.name, reason));
+        }
         let pre_stop = spec.and_then(|(_, c)| c.lifecycle.as_ref()?.pre_stop.as_ref());
         if let (Some(hook), Some((pod, container))) = (pre_stop, spec) {
             let target = HookTarget {
@@ -68,15 +73,12 @@ impl Executor {
             // Bounded by the grace period, as upstream's `executePreStopHook`.
             if let Err(message) = hooks::run(self.runtime(), hook, target, Some(grace)).await {
                 tracing::warn!(%uid, container = id, %message, "FailedPreStopHook");
+                if let Some(events) = &events {
+                    events.warning(event::FAILED_PRE_STOP_HOOK, message);
+                }
             }
         }
         let left = grace_after_hook(grace, started.elapsed());
-        if let StopReason::ProbeFailed { kind, restart } = reason {
-            // Upstream's `Killing` event message.
-            let name = spec.map_or("", |(_, c)| c.name.as_str());
-            let then = if restart { ", will be restarted" } else { "" };
-            tracing::warn!(%uid, container = id, "Container {name} failed {} probe{then}", kind.lower());
-        }
         tracing::info!(%uid, container = id, ?reason, grace = ?left, "stopping container");
         let request = v1::StopContainerRequest {
             container_id: id.to_owned(),
@@ -91,6 +93,21 @@ impl Executor {
                 source,
             }),
         }
+    }
+}
+
+/// Upstream's `Killing` event message for stopping container `name` because of `reason`.
+fn killing_message(name: &str, reason: StopReason) -> String {
+    match reason {
+        StopReason::ProbeFailed { kind, restart } => {
+            let then = if restart { ", will be restarted" } else { "" };
+            format!("Container {name} failed {} probe{then}", kind.lower())
+        }
+        StopReason::SpecChanged => {
+            format!("Container {name} definition changed, will be restarted")
+        }
+        StopReason::PostStartHookFailed => "FailedPostStartHook".to_owned(),
+        _ => format!("Stopping container {name}"),
     }
 }
 
