@@ -14,49 +14,12 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use kernlet_tests::{node::TestNode, skip};
+use kernlet_tests::node::TestNode;
 use serde_json::Value;
-use xtask::{
-    control_plane::ControlPlane,
-    k8s::{self, K8sBin},
+use support::cluster::{
+    NODE, bound_pod, condition, control_plane, create_pod, join, merge, phase, wait_for_event,
 };
-
-const NODE: &str = "testnode";
-
-/// The control plane, or `None` (after printing the skip) without the binaries.
-fn control_plane(test: &str) -> Result<Option<ControlPlane>> {
-    match k8s::find()? {
-        K8sBin::Found(bin) => Ok(Some(ControlPlane::start(&bin)?)),
-        K8sBin::Missing(reason) => {
-            skip(test, &reason);
-            Ok(None)
-        }
-    }
-}
-
-/// kernlet as node `testnode` of `plane`: its kubelet port trusts the cluster CA, asks the API
-/// server about every request (webhook authentication and authorization, the config file's
-/// upstream defaults), and the test's client is the cluster admin.
-fn join(plane: &ControlPlane, args: &[&str]) -> Result<TestNode> {
-    let node_pki = plane.issue("node", &format!("system:node:{NODE}"), &["system:nodes"])?;
-    let kubeconfig = plane.kubeconfig("node", &node_pki)?;
-    let yaml = format!(
-        "authentication: {{x509: {{clientCAFile: {}}}, webhook: {{enabled: true}}, \
-         anonymous: {{enabled: false}}}}\nauthorization: {{mode: Webhook}}\n\
-         nodeStatusUpdateFrequency: 1s\nnodeLeaseDurationSeconds: 4\n",
-        plane.ca_file().display()
-    );
-    let mut all = vec![format!("--kubeconfig={}", kubeconfig.display())];
-    all.extend(args.iter().map(|arg| (*arg).to_owned()));
-    TestNode::start_full(&yaml, &[], &all, Some(plane.admin.clone()))
-}
-
-fn condition<'a>(node: &'a Value, type_: &str) -> Option<&'a Value> {
-    node["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
+use xtask::control_plane::ControlPlane;
 
 /// The registered Node as upstream's kubelet would have it.
 fn check_node(object: &Value, port: u16) -> Result<()> {
@@ -245,57 +208,6 @@ fn the_kubelet_port_asks_the_api_server_who_may_do_what() -> Result<()> {
     Ok(())
 }
 
-/// The Events in `default` about the object named `name`.
-fn events_of(plane: &ControlPlane, name: &str) -> Vec<Value> {
-    let path =
-        format!("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name={name}");
-    plane
-        .get_json(&path)
-        .ok()
-        .and_then(|list| list["items"].as_array().cloned())
-        .unwrap_or_default()
-}
-
-/// Waits for the Event about `name` with `reason` (events are written in the background).
-fn wait_for_event(
-    node: &TestNode,
-    plane: &ControlPlane,
-    name: &str,
-    reason: &str,
-) -> Result<Value> {
-    let mut found = None;
-    node.wait_until(
-        &format!("a {reason} event about {name}"),
-        Duration::from_secs(30),
-        |_| {
-            found = events_of(plane, name)
-                .into_iter()
-                .find(|e| e["reason"] == reason);
-            Ok(found.is_some())
-        },
-    )
-    .with_context(|| format!("events: {:#?}", events_of(plane, name)))?;
-    found.context("no event")
-}
-
-/// A pod bound to `testnode` directly (no scheduler), with no service account token to mount.
-fn bound_pod(name: &str) -> String {
-    serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": NODE,
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 5,
-            "containers": [{
-                "name": "app", "image": support::IMAGE, "imagePullPolicy": "Never",
-                "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
-            }]
-        }
-    })
-    .to_string()
-}
-
 #[test]
 #[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
 fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
@@ -366,43 +278,7 @@ fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
     ensure!(pulled["message"] == text.as_str(), "{pulled:#}");
 
     // Pods that do not fit are rejected with upstream's reasons and never run.
-    for (name, extra, reason, message) in [
-        (
-            "greedy",
-            r#"{"containers": [{"resources": {"requests": {"cpu": "100"}}}]}"#,
-            "OutOfcpu",
-            "Pod was rejected: Node didn't have enough resource: cpu, requested: 100000",
-        ),
-        (
-            "picky",
-            r#"{"nodeSelector": {"disk": "nvme"}}"#,
-            "NodeAffinity",
-            "Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector",
-        ),
-    ] {
-        let mut spec: Value = serde_json::from_str(&bound_pod(name))?;
-        merge(&mut spec["spec"], &serde_json::from_str(extra)?);
-        let (code, body) =
-            admin.send("POST", "/api/v1/namespaces/default/pods", &spec.to_string())?;
-        ensure!(code == 201, "create {name}: {code} {body}");
-        let path = format!("/api/v1/namespaces/default/pods/{name}");
-        let mut pod = Value::Null;
-        node.wait_until("the pod is rejected", Duration::from_secs(30), |_| {
-            pod = plane.get_json(&path).unwrap_or(Value::Null);
-            Ok(pod["status"]["phase"] == "Failed")
-        })
-        .with_context(|| format!("{name}: {pod:#}"))?;
-        ensure!(
-            pod["status"]["reason"] == reason,
-            "{name}: {:#}",
-            pod["status"]
-        );
-        let text = pod["status"]["message"].as_str().unwrap_or_default();
-        ensure!(text.starts_with(message), "{name}: {text}");
-        ensure!(node.pod(name)?.is_none(), "{name} runs");
-        let event = wait_for_event(&node, &plane, name, reason)?;
-        ensure!(event["type"] == "Warning", "{event:#}");
-    }
+    check_rejections(&plane, &node)?;
 
     // Deleting it: kernlet stops it within its grace and removes the object.
     let (code, body) = admin.send("DELETE", path, "")?;
@@ -422,23 +298,6 @@ fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
         "{killing:#}"
     );
     Ok(())
-}
-
-/// Merges `patch` into `target` (objects key by key; arrays element by element).
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(target), Value::Object(patch)) => {
-            for (key, value) in patch {
-                merge(target.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-        (Value::Array(target), Value::Array(patch)) => {
-            for (target, patch) in target.iter_mut().zip(patch) {
-                merge(target, patch);
-            }
-        }
-        (target, patch) => *target = patch.clone(),
-    }
 }
 
 #[test]
@@ -508,25 +367,6 @@ fn a_static_pod_has_a_mirror_pod_that_comes_back() -> Result<()> {
     Ok(())
 }
 
-/// The phase of pod `name` in the API (null when it cannot be read).
-fn phase(plane: &ControlPlane, name: &str) -> Value {
-    let path = format!("/api/v1/namespaces/default/pods/{name}");
-    plane
-        .get_json(&path)
-        .map_or(Value::Null, |pod| pod["status"]["phase"].clone())
-}
-
-/// Creates pod `name` bound to the node, running `script` with `restartPolicy`.
-fn create_pod(plane: &ControlPlane, name: &str, script: &str, restart: &str) -> Result<()> {
-    let mut spec: Value = serde_json::from_str(&bound_pod(name))?;
-    spec["spec"]["restartPolicy"] = restart.into();
-    spec["spec"]["containers"][0]["command"] = serde_json::json!(["sh", "-c", script]);
-    let admin = plane.client(&plane.admin);
-    let (code, body) = admin.send("POST", "/api/v1/namespaces/default/pods", &spec.to_string())?;
-    ensure!(code == 201, "create {name}: {code} {body}");
-    Ok(())
-}
-
 #[test]
 #[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
 fn an_api_server_outage_stops_nothing_and_status_catches_up() -> Result<()> {
@@ -593,5 +433,48 @@ fn an_api_server_outage_stops_nothing_and_status_catches_up() -> Result<()> {
         "{metrics}"
     );
 
+    Ok(())
+}
+
+/// Pods that do not fit are rejected with upstream's reasons and events, and never run.
+fn check_rejections(plane: &ControlPlane, node: &TestNode) -> Result<()> {
+    let admin = plane.client(&plane.admin);
+    for (name, extra, reason, message) in [
+        (
+            "greedy",
+            r#"{"containers": [{"resources": {"requests": {"cpu": "100"}}}]}"#,
+            "OutOfcpu",
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 100000",
+        ),
+        (
+            "picky",
+            r#"{"nodeSelector": {"disk": "nvme"}}"#,
+            "NodeAffinity",
+            "Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector",
+        ),
+    ] {
+        let mut spec: Value = serde_json::from_str(&bound_pod(name))?;
+        merge(&mut spec["spec"], &serde_json::from_str(extra)?);
+        let (code, body) =
+            admin.send("POST", "/api/v1/namespaces/default/pods", &spec.to_string())?;
+        ensure!(code == 201, "create {name}: {code} {body}");
+        let path = format!("/api/v1/namespaces/default/pods/{name}");
+        let mut pod = Value::Null;
+        node.wait_until("the pod is rejected", Duration::from_secs(30), |_| {
+            pod = plane.get_json(&path).unwrap_or(Value::Null);
+            Ok(pod["status"]["phase"] == "Failed")
+        })
+        .with_context(|| format!("{name}: {pod:#}"))?;
+        ensure!(
+            pod["status"]["reason"] == reason,
+            "{name}: {:#}",
+            pod["status"]
+        );
+        let text = pod["status"]["message"].as_str().unwrap_or_default();
+        ensure!(text.starts_with(message), "{name}: {text}");
+        ensure!(node.pod(name)?.is_none(), "{name} runs");
+        let event = wait_for_event(node, plane, name, reason)?;
+        ensure!(event["type"] == "Warning", "{event:#}");
+    }
     Ok(())
 }

@@ -7,6 +7,10 @@
 //! required; `--advertise-address=127.0.0.1` keeps the `kubernetes` Service on loopback).
 //! Credentials are issued by [`ControlPlane::issue`]: a client certificate signed by the cluster
 //! CA, e.g. `system:node:<name>` in `system:nodes` for kernlet. Processes are killed on drop.
+//!
+//! [`ControlPlane::start_controllers`] adds kube-controller-manager (Deployments and replica sets,
+//! service accounts, CSR approval and signing with the cluster CA, node lifecycle, garbage
+//! collection) and kube-scheduler, with the README's flags, for tests that need them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -240,6 +244,73 @@ impl ControlPlane {
             std::thread::sleep(Duration::from_millis(200));
         }
         Ok(client)
+    }
+
+    /// Starts kube-controller-manager and kube-scheduler, each with its own client certificate
+    /// (`system:kube-controller-manager`, `system:kube-scheduler`, which RBAC's bootstrap roles
+    /// know), and waits until the controllers work: the `default` namespace has its `default`
+    /// service account.
+    pub fn start_controllers(&mut self) -> Result<()> {
+        let dir = self.dir.path().to_owned();
+        fs::write(dir.join("ca.key"), self.ca.key.serialize_pem())?;
+        let file = |name: &str| dir.join(name).display().to_string();
+        let controllers =
+            self.issue("controller-manager", "system:kube-controller-manager", &[])?;
+        let controllers = self.kubeconfig("controller-manager", &controllers)?;
+        let scheduler = self.issue("scheduler", "system:kube-scheduler", &[])?;
+        let scheduler = self.kubeconfig("scheduler", &scheduler)?;
+        let flag = |name: &str, value: &str| format!("--{name}={value}");
+        let kubeconfig_flags = |path: &Path| {
+            let path = path.display().to_string();
+            [
+                "kubeconfig",
+                "authentication-kubeconfig",
+                "authorization-kubeconfig",
+            ]
+            .map(|name| flag(name, &path))
+        };
+        let bin = self.bin.clone();
+        let (kcm_port, scheduler_port) = (free_port()?, free_port()?);
+        self.spawn(
+            "kube-controller-manager",
+            Command::new(bin.join("kube-controller-manager"))
+                .args(kubeconfig_flags(&controllers))
+                .args([
+                    flag("bind-address", "127.0.0.1"),
+                    flag("secure-port", &kcm_port.to_string()),
+                    flag("leader-elect", "false"),
+                    flag("cluster-signing-cert-file", &file("ca.crt")),
+                    flag("cluster-signing-key-file", &file("ca.key")),
+                    flag("root-ca-file", &file("ca.crt")),
+                    flag("service-account-private-key-file", &file("sa.key")),
+                    flag("use-service-account-credentials", "true"),
+                    flag("controllers", "*,bootstrapsigner,tokencleaner"),
+                ]),
+        )?;
+        self.spawn(
+            "kube-scheduler",
+            Command::new(bin.join("kube-scheduler"))
+                .args(kubeconfig_flags(&scheduler))
+                .args([
+                    flag("bind-address", "127.0.0.1"),
+                    flag("secure-port", &scheduler_port.to_string()),
+                    flag("leader-elect", "false"),
+                ]),
+        )?;
+        let deadline = Instant::now() + Duration::from_mins(2);
+        let path = "/api/v1/namespaces/default/serviceaccounts/default";
+        while self.request(path)?.0 != 200 {
+            self.check_running("kube-controller-manager")?;
+            self.check_running("kube-scheduler")?;
+            if Instant::now() > deadline {
+                bail!(
+                    "the controllers made no default service account in 2 minutes:\n{}",
+                    tail(&self.log("kube-controller-manager"), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
     }
 
     /// Kills kube-apiserver (an outage: etcd and its data stay).

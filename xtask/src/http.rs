@@ -65,13 +65,16 @@ fn exchange_ask(
         ask.method
     };
     let (headers, body) = (&ask.headers, ask.body);
+    // A PATCH body is a JSON merge patch, as `kubectl patch --type merge` sends it.
+    let kind = if method == "PATCH" {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
+    };
     let length = if body.is_empty() {
         String::new()
     } else {
-        format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        )
+        format!("Content-Type: {kind}\r\nContent-Length: {}\r\n", body.len())
     };
     write!(
         stream,
@@ -175,8 +178,8 @@ impl TlsClient {
         Ok((status, body))
     }
 
-    /// `method path` with a JSON `body` (e.g. a `POST` to an API server): the status and the
-    /// body, whatever the status.
+    /// `method path` with a JSON `body` (e.g. a `POST` to an API server; a `PATCH` body is a
+    /// merge patch): the status and the body, whatever the status.
     pub fn send(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
         let ask = Ask {
             method,

@@ -13,6 +13,8 @@ use kernlet_tests::node::TestNode;
 use serde_json::Value;
 use tonic::transport::Channel;
 
+pub mod cluster;
+
 pub const IMAGE: &str = "kernlet.local/busybox:1";
 /// How long a test waits for a state kernlet must reach (pods running, gone, restarted). An
 /// upper bound for failing, never a pause: generous, since a loaded machine is slow, not wrong.
