@@ -32,8 +32,14 @@ use crate::{
     setup, workspace_root,
 };
 
+mod cluster;
+
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
+    /// Run kernlet as a node of a real local control plane (etcd, kube-apiserver,
+    /// kube-controller-manager, kube-scheduler) with a Deployment on it, instead of standalone.
+    #[arg(long)]
+    pub cluster: bool,
     /// Stop after this many seconds instead of waiting for Ctrl-C.
     #[arg(long = "for", value_name = "SECONDS")]
     pub duration: Option<u64>,
@@ -43,10 +49,10 @@ pub struct DemoArgs {
 }
 
 /// The demo's kernlet port (localhost only).
-const DEMO_PORT: u16 = 10250;
+pub(super) const DEMO_PORT: u16 = 10250;
 
 /// What ends the demo.
-enum Event {
+pub(super) enum Event {
     /// Ctrl-C, SIGTERM or the `--for` time.
     Stop,
     /// kernlet exited by itself.
@@ -81,7 +87,11 @@ pub fn cli(args: &DemoArgs) -> Result<()> {
 
     let fixture = RuntimeFixture::start(Options::default())?;
     println!("demo: private containerd at {}", fixture.endpoint_uri());
-    let result = run_kernlet(&fixture, &manifests, &events, &event_rx);
+    let result = if args.cluster {
+        cluster::run(&fixture, &manifests, &events, &event_rx)
+    } else {
+        run_kernlet(&fixture, &manifests, &events, &event_rx)
+    };
     println!("demo: tearing down");
     let teardown = fixture.stop();
     result.and(teardown)
@@ -184,7 +194,7 @@ fn print_pods_every(client: &http::TlsClient, period: Duration) {
 
 /// SIGTERM, then SIGKILL after 10 s. kernlet never stops pods when it exits; the fixture's
 /// teardown removes them.
-fn stop_kernlet(pid: Pid, event_rx: &mpsc::Receiver<Event>) -> Result<()> {
+pub(super) fn stop_kernlet(pid: Pid, event_rx: &mpsc::Receiver<Event>) -> Result<()> {
     let _ = kill(pid, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
