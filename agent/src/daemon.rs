@@ -58,6 +58,8 @@ pub enum DaemonError {
     ServerSetup(#[from] server::SetupError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Bootstrap(#[from] crate::cluster::bootstrap::BootstrapError),
 }
 
 /// Runs the agent until `cancel` fires.
@@ -303,6 +305,10 @@ async fn api_client(
     let Some(path) = &config.kubeconfig else {
         return Ok(None);
     };
+    if let Some(bootstrap) = &config.bootstrap_kubeconfig {
+        let (dir, name, rate) = (&config.cert_dir, &config.node_name, config.cluster.api_rate);
+        cluster::bootstrap::ensure_credentials(path, bootstrap, dir, name, rate).await?;
+    }
     let client = cluster::connect(path, config.cluster.api_rate).await?;
     let reviewer = Arc::new(cluster::reviews::ApiReviewer {
         client: client.clone(),

@@ -131,6 +131,82 @@ impl ControlPlane {
         Ok(path)
     }
 
+    /// A kubeconfig that authenticates with bearer `token`, written as `<name>.kubeconfig`.
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    \
+             server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {name}\n  \
+             user:\n    token: {token}\ncontexts:\n- name: {name}\n  context:\n    \
+             cluster: local\n    user: {name}\ncurrent-context: {name}\n",
+            server = self.server(),
+            ca = self.ca_file().display(),
+        );
+        fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// What kubeadm sets up for kubelet TLS bootstrapping: a bootstrap token (returned as
+    /// `<id>.<secret>`), its group allowed to create node CSRs and have them approved
+    /// automatically (`nodeclient`), and nodes allowed to renew their own (`selfnodeclient`).
+    pub fn bootstrap_token(&self) -> Result<String> {
+        let id = format!("{:06x}", rand_u128() % 0x100_0000);
+        let secret = format!("{:016x}", rand_u128() as u64);
+        let admin = self.client(&self.admin);
+        let group = "system:bootstrappers:kernlet";
+        let token = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"},
+            "type": "bootstrap.kubernetes.io/token",
+            "stringData": {
+                "token-id": id, "token-secret": secret,
+                "usage-bootstrap-authentication": "true", "auth-extra-groups": group,
+            }
+        });
+        let (code, body) = admin.send(
+            "POST",
+            "/api/v1/namespaces/kube-system/secrets",
+            &token.to_string(),
+        )?;
+        if code != 201 {
+            bail!("creating the bootstrap token: {code} {body}");
+        }
+        let prefix = "system:certificates.k8s.io:certificatesigningrequests";
+        for (name, subject, role) in [
+            (
+                "kubelet-bootstrap",
+                group,
+                "system:node-bootstrapper".to_owned(),
+            ),
+            (
+                "node-autoapprove-bootstrap",
+                group,
+                format!("{prefix}:nodeclient"),
+            ),
+            (
+                "node-autoapprove-rotation",
+                "system:nodes",
+                format!("{prefix}:selfnodeclient"),
+            ),
+        ] {
+            let binding = serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": subject}]
+            });
+            let (code, body) = admin.send(
+                "POST",
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                &binding.to_string(),
+            )?;
+            if code != 201 && code != 409 {
+                bail!("creating cluster role binding {name}: {code} {body}");
+            }
+        }
+        Ok(format!("{id}.{secret}"))
+    }
+
     /// An HTTPS client of the API server with `pki`'s certificate.
     #[must_use]
     pub fn client(&self, pki: &ClientPki) -> TlsClient {
@@ -363,6 +439,8 @@ impl ControlPlane {
                 flag("enable-admission-plugins", "NodeRestriction".to_owned()),
                 flag("service-cluster-ip-range", "10.96.0.0/16".to_owned()),
                 flag("allow-privileged", "true".to_owned()),
+                // Bootstrap tokens (`kube-system` secrets), as kubeadm's clusters have them.
+                flag("enable-bootstrap-token-auth", "true".to_owned()),
             ]),
         )
     }

@@ -19,6 +19,7 @@
 //! client needs, and it is the client the field uses.
 
 pub mod admit;
+pub mod bootstrap;
 pub mod correlate;
 pub mod events;
 pub mod facts;

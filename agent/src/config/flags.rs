@@ -43,6 +43,12 @@ pub struct Flags {
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Kubeconfig with bootstrap credentials: when --kubeconfig holds no valid client
+    /// certificate, one is requested through a certificate signing request with them, and
+    /// --kubeconfig is written to use it.
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+
     /// The node's IP address, or a comma-separated dual-stack pair.
     #[arg(long, value_name = "IP[,IP]", value_delimiter = ',')]
     pub node_ip: Vec<IpAddr>,
@@ -190,6 +196,7 @@ impl Default for Flags {
             container_runtime_endpoint: None,
             pod_manifest_path: None,
             kubeconfig: None,
+            bootstrap_kubeconfig: None,
             node_ip: Vec::new(),
             v: 0,
             cgroups_per_qos: None,
@@ -217,6 +224,13 @@ impl Default for Flags {
 
 /// Overrides `config` with every flag given on the command line.
 pub(super) fn apply(flags: &Flags, config: &mut KubeletConfig) -> Result<(), ConfigError> {
+    if let (Some(bootstrap), None) = (&flags.bootstrap_kubeconfig, &flags.kubeconfig) {
+        return Err(ConfigError::Flag {
+            flag: "bootstrap-kubeconfig",
+            value: bootstrap.display().to_string(),
+            reason: "needs --kubeconfig, the file the issued credentials are written to".to_owned(),
+        });
+    }
     if let [first, second] = flags.node_ip[..]
         && first.is_ipv4() == second.is_ipv4()
     {
@@ -243,6 +257,9 @@ pub(super) fn apply(flags: &Flags, config: &mut KubeletConfig) -> Result<(), Con
     config.node_ips.clone_from(&flags.node_ip);
     config.root_dir.clone_from(&flags.root_dir);
     config.kubeconfig.clone_from(&flags.kubeconfig);
+    config
+        .bootstrap_kubeconfig
+        .clone_from(&flags.bootstrap_kubeconfig);
     config.verbosity = flags.v;
     if let Some(endpoint) = &flags.container_runtime_endpoint {
         config.container_runtime_endpoint.clone_from(endpoint);
@@ -445,6 +462,7 @@ mod tests {
             "--pod-manifest-path=/srv/static",
             "--container-runtime-endpoint=unix:///flag.sock",
             "--kubeconfig=/etc/kubelet.conf",
+            "--bootstrap-kubeconfig=/etc/bootstrap.conf",
             "--root-dir=/tmp/kl",
             "--cgroup-root=/pods",
         ]))
@@ -458,7 +476,11 @@ mod tests {
         assert_eq!(c.static_pod_path, Some(PathBuf::from("/srv/static")));
         assert_eq!(c.container_runtime_endpoint, "unix:///flag.sock");
         assert_eq!(c.kubeconfig, Some(PathBuf::from("/etc/kubelet.conf")));
+        let bootstrap = Some(PathBuf::from("/etc/bootstrap.conf"));
+        assert_eq!(c.bootstrap_kubeconfig, bootstrap);
         assert_eq!(c.root_dir, PathBuf::from("/tmp/kl"));
+        let alone = load(&flags(&["--bootstrap-kubeconfig=/etc/bootstrap.conf"])).unwrap_err();
+        assert!(alone.to_string().contains("needs --kubeconfig"), "{alone}");
         assert_eq!(c.cgroup_root, "/pods");
     }
 

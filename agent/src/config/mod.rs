@@ -74,6 +74,9 @@ pub struct KubeletConfig {
     pub root_dir: PathBuf,
     /// `--kubeconfig`; `None` means standalone mode (no API server).
     pub kubeconfig: Option<PathBuf>,
+    /// `--bootstrap-kubeconfig`: credentials to request the client certificate with when
+    /// `kubeconfig` has no valid one.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
     /// How the node registers and reports itself in cluster mode.
     pub cluster: ClusterSettings,
     /// `--node-ip`: none, one, or a dual-stack pair of different families.
@@ -203,6 +206,7 @@ impl Default for KubeletConfig {
             node_name: String::new(),
             root_dir: PathBuf::from(DEFAULT_ROOT_DIR),
             kubeconfig: None,
+            bootstrap_kubeconfig: None,
             cluster: ClusterSettings::default(),
             node_ips: Vec::new(),
             verbosity: 0,

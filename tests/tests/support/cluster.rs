@@ -29,15 +29,20 @@ pub fn control_plane(test: &str) -> Result<Option<ControlPlane>> {
 pub fn join(plane: &ControlPlane, args: &[&str]) -> Result<TestNode> {
     let node_pki = plane.issue("node", &format!("system:node:{NODE}"), &["system:nodes"])?;
     let kubeconfig = plane.kubeconfig("node", &node_pki)?;
+    let mut all = vec![format!("--kubeconfig={}", kubeconfig.display())];
+    all.extend(args.iter().map(|arg| (*arg).to_owned()));
+    start_node(plane, &all)
+}
+
+/// kernlet as node `testnode` of `plane` with exactly `args` (its credentials among them).
+pub fn start_node(plane: &ControlPlane, args: &[String]) -> Result<TestNode> {
     let yaml = format!(
         "authentication: {{x509: {{clientCAFile: {}}}, webhook: {{enabled: true}}, \
          anonymous: {{enabled: false}}}}\nauthorization: {{mode: Webhook}}\n\
          nodeStatusUpdateFrequency: 1s\nnodeLeaseDurationSeconds: 4\n",
         plane.ca_file().display()
     );
-    let mut all = vec![format!("--kubeconfig={}", kubeconfig.display())];
-    all.extend(args.iter().map(|arg| (*arg).to_owned()));
-    TestNode::start_full(&yaml, &[], &all, Some(plane.admin.clone()))
+    TestNode::start_full(&yaml, &[], args, Some(plane.admin.clone()))
 }
 
 /// Condition `type_` of a Node or Pod object.
