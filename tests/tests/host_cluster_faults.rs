@@ -1,0 +1,98 @@
+//! Cluster mode under faults that are kernlet's own: a kernlet killed with `SIGKILL` comes back to pods that
+//! never restarted and statuses that never go backwards in the API (restart counts, start
+//! times, container IDs). The API server's outage is in `host_cluster`. Skipped, with the
+//! reason printed, where the Kubernetes binaries are absent.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the test samples the API for a wall-clock period"
+)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use support::cluster::{NODE, control_plane, create_pod, join, phase};
+
+/// What must not regress about pod `name` in the API: its start time, its container's ID and
+/// start, and its restart count (which may only grow).
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    start_time: Value,
+    container_id: Value,
+    started_at: Value,
+    restarts: u64,
+}
+
+fn seen(plane: &xtask::control_plane::ControlPlane, name: &str) -> Result<Seen> {
+    let pod = plane.get_json(&format!("/api/v1/namespaces/default/pods/{name}"))?;
+    let status = &pod["status"]["containerStatuses"][0];
+    Ok(Seen {
+        start_time: pod["status"]["startTime"].clone(),
+        container_id: status["containerID"].clone(),
+        started_at: status["state"]["running"]["startedAt"].clone(),
+        restarts: status["restartCount"].as_u64().unwrap_or_default(),
+    })
+}
+
+#[test]
+#[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
+fn a_killed_kernlet_restarts_no_pod_and_regresses_no_status() -> Result<()> {
+    let test = "a_killed_kernlet_restarts_no_pod_and_regresses_no_status";
+    let Some(plane) = control_plane(test)? else {
+        return Ok(());
+    };
+    let mut node = join(&plane, &[])?;
+    let admin = plane.client(&plane.admin);
+    admin.send(
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts",
+        r#"{"metadata": {"name": "default"}}"#,
+    )?;
+    create_pod(&plane, "steady", "sleep 3600", "Always")?;
+    create_pod(&plane, "crashy", "sleep 1; exit 1", "Always")?;
+    node.wait_until(
+        "steady Running, crashy restarted once",
+        support::WAIT,
+        |_| {
+            Ok(phase(&plane, "steady") == "Running"
+                && seen(&plane, "crashy").is_ok_and(|s| s.restarts >= 1))
+        },
+    )
+    .with_context(|| node.log())?;
+    let steady = seen(&plane, "steady")?;
+    ensure!(
+        steady.container_id.is_string() && steady.started_at.is_string(),
+        "{steady:?}"
+    );
+    let crashy = seen(&plane, "crashy")?;
+
+    node.stop_kernlet(nix::sys::signal::Signal::SIGKILL)?;
+    node.start_kernlet()?;
+    // Sample the API while the new kernlet takes over and writes statuses again.
+    let mut restarts = crashy.restarts;
+    let until = Instant::now() + Duration::from_secs(25);
+    while Instant::now() < until {
+        let now = seen(&plane, "steady")?;
+        ensure!(
+            now == steady,
+            "steady changed: {now:?}, was {steady:?}\n{}",
+            node.log()
+        );
+        let crashy_now = seen(&plane, "crashy")?;
+        ensure!(
+            crashy_now.restarts >= restarts,
+            "crashy's restart count went from {restarts} to {}",
+            crashy_now.restarts
+        );
+        ensure!(crashy_now.start_time == crashy.start_time, "{crashy_now:?}");
+        restarts = crashy_now.restarts;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The new kernlet goes on with the crash loop where the old one was.
+    ensure!(restarts > crashy.restarts, "crashy stopped restarting");
+    let node_object = plane.get_json(&format!("/api/v1/nodes/{NODE}"))?;
+    let ready = support::cluster::condition(&node_object, "Ready").context("no Ready")?;
+    ensure!(ready["status"] == "True", "{ready:#}");
+    Ok(())
+}
