@@ -1,6 +1,6 @@
-//! Cluster mode under faults that are kernlet's own: a kernlet killed with `SIGKILL` comes back to pods that
-//! never restarted and statuses that never go backwards in the API (restart counts, start
-//! times, container IDs). The API server's outage is in `host_cluster`. Skipped, with the
+//! Cluster mode under faults that are kernlet's own: a kernlet killed with `SIGKILL` comes back
+//! to pods that never restarted and statuses that never go backwards in the API (restart counts,
+//! start times, container IDs). The API server's outage is in `host_cluster`. Skipped, with the
 //! reason printed, where the Kubernetes binaries are absent.
 #![expect(
     clippy::disallowed_methods,
