@@ -1,6 +1,8 @@
 //! Cluster mode under faults that are kernlet's own: a kernlet killed with `SIGKILL` comes back
 //! to pods that never restarted and statuses that never go backwards in the API (restart counts,
-//! start times, container IDs). The API server's outage is in `host_cluster`. Skipped, with the
+//! start times, container IDs); watches cut mid-stream (`xtask::fault_proxy` between kernlet and
+//! the API server) while pods are created and deleted miss no pod and run none twice. The API
+//! server's outage is in `host_cluster`. Skipped, with the
 //! reason printed, where the Kubernetes binaries are absent.
 #![expect(
     clippy::disallowed_methods,
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use support::cluster::{NODE, control_plane, create_pod, join, phase};
+use support::cluster::{NODE, control_plane, create_pod, join, phase, start_node};
+use xtask::fault_proxy::FaultProxy;
 
 /// What must not regress about pod `name` in the API: its start time, its container's ID and
 /// start, and its restart count (which may only grow).
@@ -94,5 +97,83 @@ fn a_killed_kernlet_restarts_no_pod_and_regresses_no_status() -> Result<()> {
     let node_object = plane.get_json(&format!("/api/v1/nodes/{NODE}"))?;
     let ready = support::cluster::condition(&node_object, "Ready").context("no Ready")?;
     ensure!(ready["status"] == "True", "{ready:#}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
+fn watches_cut_mid_stream_miss_no_pod_and_run_none_twice() -> Result<()> {
+    let test = "watches_cut_mid_stream_miss_no_pod_and_run_none_twice";
+    let Some(plane) = control_plane(test)? else {
+        return Ok(());
+    };
+    let proxy = FaultProxy::start(plane.port)?;
+    let pki = plane.issue("node", &format!("system:node:{NODE}"), &["system:nodes"])?;
+    let kubeconfig = plane.kubeconfig_at("node-via-proxy", &pki, proxy.port)?;
+    let node = start_node(&plane, &[format!("--kubeconfig={}", kubeconfig.display())])?;
+    let admin = plane.client(&plane.admin);
+    admin.send(
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts",
+        r#"{"metadata": {"name": "default"}}"#,
+    )?;
+    let mut expected: Vec<String> = vec!["first".to_owned(), "second".to_owned()];
+    for name in &expected {
+        create_pod(&plane, name, "sleep 3600", "Always")?;
+    }
+    node.wait_until("both pods run", support::WAIT, |node| {
+        Ok(node.pods()?.len() == 2)
+    })?;
+    // Each round: every connection cut (the pod watch among them), pods created and deleted
+    // while kernlet cannot reach the server, then the way back open.
+    for round in 0..3 {
+        proxy.refuse(true);
+        proxy.cut();
+        let name = format!("new-{round}");
+        create_pod(&plane, &name, "sleep 3600", "Always")?;
+        let gone = expected.remove(0);
+        let path = format!("/api/v1/namespaces/default/pods/{gone}");
+        let (code, body) = admin.send("DELETE", &path, "")?;
+        ensure!(code == 200, "delete {gone}: {code} {body}");
+        expected.push(name);
+        std::thread::sleep(Duration::from_secs(2));
+        proxy.refuse(false);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    expected.sort();
+    let mut running = Vec::new();
+    node.wait_until(
+        "kernlet runs exactly the pods the API has",
+        support::WAIT,
+        |node| {
+            running = node
+                .pods()?
+                .iter()
+                .map(|p| {
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect();
+            running.sort();
+            Ok(running == expected)
+        },
+    )
+    .with_context(|| format!("kernlet runs {running:?}\n{}", node.log()))?;
+    node.wait_until("all of them Running in the API", support::WAIT, |_| {
+        Ok(expected.iter().all(|name| phase(&plane, name) == "Running"))
+    })?;
+    // Once each: one sandbox per pod in the runtime.
+    for pod in node.pods()? {
+        let view = support::runtime_view(&node, &support::uid(&pod))?;
+        let ready = view
+            .sandboxes
+            .iter()
+            .filter(|(_, state)| *state == 0)
+            .count();
+        ensure!(ready == 1, "{}: {view:?}", pod["metadata"]["name"]);
+    }
+    ensure!(proxy.accepted() > 3, "the proxy saw no reconnection");
     Ok(())
 }

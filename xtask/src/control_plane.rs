@@ -115,14 +115,20 @@ impl ControlPlane {
 
     /// A kubeconfig for `pki`'s user, written as `<name>.kubeconfig`.
     pub fn kubeconfig(&self, name: &str, pki: &ClientPki) -> Result<PathBuf> {
+        self.kubeconfig_at(name, pki, self.port)
+    }
+
+    /// As [`ControlPlane::kubeconfig`], with the server at `port` on loopback instead (a
+    /// [`crate::fault_proxy::FaultProxy`] in front of the API server; the server's certificate
+    /// names 127.0.0.1, so TLS verifies through it).
+    pub fn kubeconfig_at(&self, name: &str, pki: &ClientPki, port: u16) -> Result<PathBuf> {
         let path = self.dir.path().join(format!("{name}.kubeconfig"));
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    \
-             server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {name}\n  \
-             user:\n    client-certificate: {cert}\n    client-key: {key}\ncontexts:\n\
-             - name: {name}\n  context:\n    cluster: local\n    user: {name}\n\
+             server: https://127.0.0.1:{port}\n    certificate-authority: {ca}\nusers:\n\
+             - name: {name}\n  user:\n    client-certificate: {cert}\n    client-key: {key}\n\
+             contexts:\n- name: {name}\n  context:\n    cluster: local\n    user: {name}\n\
              current-context: {name}\n",
-            server = self.server(),
             ca = self.ca_file().display(),
             cert = pki.cert.display(),
             key = pki.key.display(),

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cmd;
 pub mod control_plane;
 pub mod demo;
+pub mod fault_proxy;
 pub mod http;
 pub mod images;
 pub mod k8s;
