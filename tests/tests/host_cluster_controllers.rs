@@ -93,15 +93,22 @@ fn a_deployment_is_scheduled_onto_the_node_and_runs() -> Result<()> {
         ensure!(scheduled["status"] == "True", "{scheduled:#}");
     }
 
-    // Scaled to zero: kernlet stops both pods and their objects go.
+    // Scaled up, then to zero: kernlet stops all ten pods at once and every object goes (a
+    // deleted pod whose worker finished before the status writer looked was once left behind).
+    let (code, body) = admin.send("PATCH", path, r#"{"spec": {"replicas": 10}}"#)?;
+    ensure!(code == 200, "scale: {code} {body}");
+    node.wait_until("10 ready replicas", Duration::from_mins(2), |_| {
+        Ok(plane.get_json(path)?["status"]["readyReplicas"] == 10)
+    })?;
     let (code, body) = admin.send("PATCH", path, r#"{"spec": {"replicas": 0}}"#)?;
     ensure!(code == 200, "scale: {code} {body}");
+    let mut left = Value::Null;
     node.wait_until("the pods are gone", Duration::from_mins(1), |node| {
-        let pods = plane.get_json("/api/v1/namespaces/default/pods?labelSelector=app%3Dhello")?;
-        let none_left = pods["items"].as_array().is_some_and(Vec::is_empty);
+        left = plane.get_json("/api/v1/namespaces/default/pods?labelSelector=app%3Dhello")?;
+        let none_left = left["items"].as_array().is_some_and(Vec::is_empty);
         Ok(none_left && node.pods()?.is_empty())
     })
-    .with_context(|| node.log())?;
+    .with_context(|| format!("left: {left:#}\n{}", node.log()))?;
     Ok(())
 }
 

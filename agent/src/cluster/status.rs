@@ -11,7 +11,7 @@
 //! containers no longer run is deleted with grace 0 and a UID precondition, as upstream's
 //! `canBeDeleted`/`deletePod`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,13 +53,31 @@ impl StatusWriter {
         // A pod deleted after its containers ended changes no status: the pod store says so.
         let mut desired = self.pods.subscribe();
         let mut written: HashMap<String, PodStatus> = HashMap::new();
+        // Pods whose worker is done: the store dropped their status (a feed change with no
+        // status left is only ever that). A deleted one's object can go now.
+        let mut finished: HashSet<String> = HashSet::new();
         let mut pending: BTreeSet<String> = BTreeSet::new();
         let mut retry = RETRY_START;
         loop {
             let mut failed = BTreeSet::new();
             for uid in std::mem::take(&mut pending) {
-                if matches!(self.sync(&uid, &mut written).await, Outcome::Retry) {
-                    failed.insert(uid);
+                if self.pods.get(&uid).is_none() {
+                    // Gone from every source: nothing more to write about it.
+                    written.remove(&uid);
+                    finished.remove(&uid);
+                    continue;
+                }
+                let done = finished.contains(&uid);
+                match self.sync(&uid, &mut written, done).await {
+                    Outcome::Retry => {
+                        failed.insert(uid);
+                    }
+                    // Its worker is done and its object handled: forget it.
+                    Outcome::Done if done => {
+                        written.remove(&uid);
+                        finished.remove(&uid);
+                    }
+                    Outcome::Done => {}
                 }
             }
             let wait = if failed.is_empty() {
@@ -73,7 +91,14 @@ impl StatusWriter {
             pending = failed;
             tokio::select! {
                 () = cancel.cancelled() => return,
-                changed = feed.changed() => pending.extend(changed),
+                changed = feed.changed() => {
+                    for uid in changed {
+                        if self.statuses.get(&uid).is_none() {
+                            finished.insert(uid.clone());
+                        }
+                        pending.insert(uid);
+                    }
+                }
                 changed = desired.changed() => {
                     if changed.is_err() {
                         return;
@@ -85,12 +110,23 @@ impl StatusWriter {
         }
     }
 
-    /// Writes pod `uid`'s status if it changed; deletes it when it is finished being deleted.
-    async fn sync(&self, uid: &str, written: &mut HashMap<String, PodStatus>) -> Outcome {
+    /// Writes pod `uid`'s status if it changed; deletes it when it is finished being deleted
+    /// (`finished`: its worker removed everything and reported it gone).
+    async fn sync(
+        &self,
+        uid: &str,
+        written: &mut HashMap<String, PodStatus>,
+        finished: bool,
+    ) -> Outcome {
         let Some(desired) = self.pods.get(uid) else {
             return Outcome::Done;
         };
         let Some(pod) = self.statuses.get(uid) else {
+            if finished && desired.source == API_SOURCE && desired.deletion.is_some() {
+                let pod = &desired.pod;
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                return self.delete(&self.api(pod), &name, uid).await;
+            }
             return Outcome::Done;
         };
         let Some(status) = pod.status.clone() else {

@@ -13,6 +13,7 @@
 //!   issued directly.
 //! - [`server`]: a bounded load of `/stats/summary` and `/healthz` on the TLS port and the
 //!   read-only port: throughput and latency.
+pub mod api;
 pub mod cgroups;
 pub mod density;
 pub mod probes;
@@ -41,6 +42,9 @@ pub struct BenchArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Bench {
+    /// Cluster mode's API side against a real kube-apiserver: create-to-Running for 1, 10 and 50
+    /// pods, status writes and API requests per pod start; needs root and the Kubernetes binaries.
+    Api(api::ApiArgs),
     /// Pod startup latency for 1, 10 and 50 pods: kernlet (static pods) against the same CRI
     /// calls issued directly; needs root.
     Startup(startup::StartupArgs),
@@ -66,6 +70,7 @@ pub enum Bench {
 
 pub fn cli(args: &BenchArgs) -> Result<()> {
     match &args.bench {
+        Bench::Api(args) => api::cli(args),
         Bench::Startup(args) => startup::cli(args),
         Bench::Cgroups(args) => cgroups::cli(args),
         Bench::Readers(args) => readers::cli(args),
