@@ -306,10 +306,11 @@ async fn api_client(
         return Ok(None);
     };
     if let Some(bootstrap) = &config.bootstrap_kubeconfig {
-        let (dir, name, rate) = (&config.cert_dir, &config.node_name, config.cluster.api_rate);
+        let (dir, name) = (&config.cert_dir, &config.node_name);
+        let rate = config.cluster.api_rate.client();
         cluster::bootstrap::ensure_credentials(path, bootstrap, dir, name, rate).await?;
     }
-    let client = cluster::connect(path, config.cluster.api_rate).await?;
+    let client = cluster::connect(path, config.cluster.api_rate.client()).await?;
     let reviewer = Arc::new(cluster::reviews::ApiReviewer {
         client: client.clone(),
     });
@@ -317,12 +318,10 @@ async fn api_client(
         tokens: reviewer.clone(),
         access: reviewer,
     };
-    let (sink, event_writer) = cluster::events::channel(
-        client.clone(),
-        config.node_name.clone(),
-        config.cluster.event_rate,
-        metrics.clone(),
-    );
+    // Events have a client of their own, limited by eventRecordQPS, as upstream's.
+    let event_client = cluster::connect(path, config.cluster.event_rate).await?;
+    let (sink, event_writer) =
+        cluster::events::channel(event_client, config.node_name.clone(), metrics.clone());
     Ok(Some(ApiSide {
         client,
         reviewers,

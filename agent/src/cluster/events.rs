@@ -5,8 +5,8 @@
 //!
 //! [`ApiEvents`] only queues (1000 events, upstream's queue length; beyond it events are dropped
 //! rather than making a pod worker wait). [`EventWriter`] correlates them
-//! ([`super::correlate`]), spends a token of `eventRecordQPS`/`eventBurst` per write, and
-//! creates or patches; a failed write is tried again up to 12 times, 10 s apart (upstream's
+//! ([`super::correlate`]) and creates or patches them through a client of its own, limited by
+//! `eventRecordQPS`/`eventBurst` as upstream's event client is; a failed write is tried again up to 12 times, 10 s apart (upstream's
 //! `maxTriesPerEvent` and sleep), except for answers no retry can change (already exists, a
 //! refusal, an invalid object).
 use std::sync::Arc;
@@ -21,8 +21,6 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::correlate::{Correlator, Write};
-use crate::clock::TokenBucket;
-use crate::config::ApiRate;
 use crate::event::{Event, EventSink};
 use crate::stats::metrics::Metrics;
 
@@ -54,7 +52,6 @@ impl EventSink for ApiEvents {
 pub struct EventWriter {
     pub client: kube::Client,
     pub node_name: String,
-    pub rate: ApiRate,
     pub metrics: Arc<Metrics>,
     queue: Mutex<mpsc::Receiver<Event>>,
 }
@@ -64,14 +61,12 @@ pub struct EventWriter {
 pub fn channel(
     client: kube::Client,
     node_name: String,
-    rate: ApiRate,
     metrics: Arc<Metrics>,
 ) -> (ApiEvents, EventWriter) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let writer = EventWriter {
         client,
         node_name,
-        rate,
         metrics,
         queue: Mutex::new(rx),
     };
@@ -90,7 +85,6 @@ impl EventWriter {
     pub async fn run(&self, cancel: &CancellationToken) {
         let mut queue = self.queue.lock().await;
         let mut correlator = Correlator::default();
-        let mut bucket = TokenBucket::new(f64::from(self.rate.qps), self.rate.burst);
         loop {
             let event = tokio::select! {
                 () = cancel.cancelled() => return,
@@ -103,9 +97,6 @@ impl EventWriter {
             let Some(write) = correlator.observe(event, tokio::time::Instant::now(), nanos) else {
                 continue;
             };
-            if cancel.run_until_cancelled(bucket.take()).await.is_none() {
-                return;
-            }
             if cancel
                 .run_until_cancelled(self.write_with_retries(&write, stamp))
                 .await

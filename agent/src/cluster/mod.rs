@@ -52,7 +52,8 @@ pub enum ClusterError {
 }
 
 /// An API client with the credentials of `kubeconfig` (its current context), its requests
-/// limited to `rate` (`kubeAPIQPS`/`kubeAPIBurst`).
+/// limited to `rate` (e.g. `kubeAPIQPS`/`kubeAPIBurst` as [`crate::config::ApiRate::client`]
+/// applies them).
 pub async fn connect(
     kubeconfig: &Path,
     rate: crate::config::ApiRate,

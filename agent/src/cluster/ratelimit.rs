@@ -1,6 +1,7 @@
 //! `kubeAPIQPS`/`kubeAPIBurst`: every request to the API server takes a token from one bucket,
 //! as client-go's rate limiter in the upstream kubelet's client (a watch takes one when it
-//! starts, not per event).
+//! starts, not per event). The event writer has a client of its own limited by
+//! `eventRecordQPS`/`eventBurst`, as upstream's separate event client.
 //!
 //! The limit is a layer of `kube`'s own tower stack: `kube` puts a buffer in front of the stack,
 //! whose single worker drives `poll_ready`, so requests queue there in order while the bucket
@@ -24,10 +25,9 @@ pub struct RateLimitLayer {
 }
 
 impl RateLimitLayer {
-    /// `rate` as client-go applies `kubeAPIQPS`/`kubeAPIBurst` (zero means its defaults).
+    /// At most `rate` (a rate of zero: no limit; see [`ApiRate::client`] for `kubeAPIQPS`).
     #[must_use]
     pub fn new(rate: ApiRate) -> Self {
-        let rate = rate.client();
         let bucket = TokenBucket::new(f64::from(rate.qps), rate.burst);
         Self {
             bucket: Arc::new(Mutex::new(bucket)),
