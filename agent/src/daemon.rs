@@ -403,7 +403,7 @@ fn spawn_cluster(
         metrics: metrics.clone(),
         mirrors,
     });
-    pods.register(cluster::pods::API_SOURCE);
+    pods.register(cluster::API_SOURCE);
     let cancel = supervisor.cancel.clone();
     supervisor.spawn("node-status", move || {
         let (reporter, lease, cancel) = (reporter.clone(), lease.clone(), cancel.clone());

@@ -190,6 +190,20 @@ impl TestNode {
         Ok(list["items"].as_array().cloned().unwrap_or_default())
     }
 
+    /// The names of the pods kernlet reports, in its order.
+    pub fn pod_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .pods()?
+            .iter()
+            .map(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect())
+    }
+
     /// The pod whose metadata.name is `name`, if reported.
     pub fn pod(&self, name: &str) -> Result<Option<Value>> {
         Ok(self

@@ -218,12 +218,7 @@ fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
     let node = join(&plane, &[])?;
     let admin = plane.client(&plane.admin);
     // The ServiceAccount admission wants the namespace's default account (no controllers here).
-    let (code, body) = admin.send(
-        "POST",
-        "/api/v1/namespaces/default/serviceaccounts",
-        r#"{"metadata": {"name": "default"}}"#,
-    )?;
-    ensure!(code == 201 || code == 409, "service account: {code} {body}");
+    plane.default_service_account()?;
     let (code, body) = admin.send("POST", "/api/v1/namespaces/default/pods", &bound_pod("web"))?;
     ensure!(code == 201, "create pod: {code} {body}");
 
@@ -376,13 +371,7 @@ fn an_api_server_outage_stops_nothing_and_status_catches_up() -> Result<()> {
         return Ok(());
     };
     let node = join(&plane, &[])?;
-    let admin = plane.client(&plane.admin);
-    let account = r#"{"metadata": {"name": "default"}}"#;
-    admin.send(
-        "POST",
-        "/api/v1/namespaces/default/serviceaccounts",
-        account,
-    )?;
+    plane.default_service_account()?;
     create_pod(&plane, "steady", "sleep 3600", "Always")?;
     // Ends during the outage: its final status can only reach the API after it.
     create_pod(&plane, "brief", "sleep 20", "Never")?;

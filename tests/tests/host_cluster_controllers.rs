@@ -11,32 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use support::cluster::{NODE, condition, control_plane, join, start_node};
-
-/// The Deployment: two replicas of a container that sleeps, no service account token (projected
-/// token volumes are not built yet).
-fn deployment() -> String {
-    serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "hello", "namespace": "default"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "hello"}},
-            "template": {
-                "metadata": {"labels": {"app": "hello"}},
-                "spec": {
-                    "automountServiceAccountToken": false,
-                    "terminationGracePeriodSeconds": 2,
-                    "containers": [{
-                        "name": "app", "image": support::IMAGE, "imagePullPolicy": "Never",
-                        "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
-                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}
-                    }]
-                }
-            }
-        }
-    })
-    .to_string()
-}
+use xtask::control_plane::deployment;
 
 fn is_ready(object: &Value) -> bool {
     condition(object, "Ready").is_some_and(|c| c["status"] == "True")
@@ -55,7 +30,7 @@ fn a_deployment_is_scheduled_onto_the_node_and_runs() -> Result<()> {
     let (code, body) = admin.send(
         "POST",
         "/apis/apps/v1/namespaces/default/deployments",
-        &deployment(),
+        &deployment("hello", 2),
     )?;
     ensure!(code == 201, "create deployment: {code} {body}");
 
@@ -121,12 +96,7 @@ fn readiness_from_a_probe_flips_ready_in_the_api() -> Result<()> {
     };
     let node = join(&plane, &[])?;
     let admin = plane.client(&plane.admin);
-    let (code, body) = admin.send(
-        "POST",
-        "/api/v1/namespaces/default/serviceaccounts",
-        r#"{"metadata": {"name": "default"}}"#,
-    )?;
-    ensure!(code == 201 || code == 409, "service account: {code} {body}");
+    plane.default_service_account()?;
     // Ready from about 3 s after the start until the file goes about 8 s later.
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",

@@ -46,12 +46,7 @@ fn a_killed_kernlet_restarts_no_pod_and_regresses_no_status() -> Result<()> {
         return Ok(());
     };
     let mut node = join(&plane, &[])?;
-    let admin = plane.client(&plane.admin);
-    admin.send(
-        "POST",
-        "/api/v1/namespaces/default/serviceaccounts",
-        r#"{"metadata": {"name": "default"}}"#,
-    )?;
+    plane.default_service_account()?;
     create_pod(&plane, "steady", "sleep 3600", "Always")?;
     create_pod(&plane, "crashy", "sleep 1; exit 1", "Always")?;
     node.wait_until(
@@ -112,11 +107,7 @@ fn watches_cut_mid_stream_miss_no_pod_and_run_none_twice() -> Result<()> {
     let kubeconfig = plane.kubeconfig_at("node-via-proxy", &pki, proxy.port)?;
     let node = start_node(&plane, &[format!("--kubeconfig={}", kubeconfig.display())])?;
     let admin = plane.client(&plane.admin);
-    admin.send(
-        "POST",
-        "/api/v1/namespaces/default/serviceaccounts",
-        r#"{"metadata": {"name": "default"}}"#,
-    )?;
+    plane.default_service_account()?;
     let mut expected: Vec<String> = vec!["first".to_owned(), "second".to_owned()];
     for name in &expected {
         create_pod(&plane, name, "sleep 3600", "Always")?;
@@ -146,16 +137,7 @@ fn watches_cut_mid_stream_miss_no_pod_and_run_none_twice() -> Result<()> {
         "kernlet runs exactly the pods the API has",
         support::WAIT,
         |node| {
-            running = node
-                .pods()?
-                .iter()
-                .map(|p| {
-                    p["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
-                })
-                .collect();
+            running = node.pod_names()?;
             running.sort();
             Ok(running == expected)
         },

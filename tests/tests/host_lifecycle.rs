@@ -539,17 +539,7 @@ fn broken_manifests_are_reported_and_do_not_stop_the_good_ones() -> Result<()> {
         noimage.contains("spec.containers[0].image") && noimage.contains("required value"),
         "{noimage}"
     );
-    let names: Vec<String> = node
-        .pods()?
-        .iter()
-        .map(|p| {
-            p["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(names, ["good-testnode"]);
+    assert_eq!(node.pod_names()?, ["good-testnode"]);
 
     // Fixed later, each runs; the good pod is untouched throughout.
     let good_id =

@@ -213,6 +213,20 @@ impl ControlPlane {
         Ok(format!("{id}.{secret}"))
     }
 
+    /// Creates the `default` service account of namespace `default` (the controller manager
+    /// would; the `ServiceAccount` admission plugin wants it before any pod is created there).
+    pub fn default_service_account(&self) -> Result<()> {
+        let (code, body) = self.client(&self.admin).send(
+            "POST",
+            "/api/v1/namespaces/default/serviceaccounts",
+            r#"{"metadata": {"name": "default"}}"#,
+        )?;
+        if code != 201 && code != 409 {
+            bail!("creating the default service account: {code} {body}");
+        }
+        Ok(())
+    }
+
     /// An HTTPS client of the API server with `pki`'s certificate.
     #[must_use]
     pub fn client(&self, pki: &ClientPki) -> TlsClient {
@@ -495,6 +509,35 @@ impl Drop for ControlPlane {
             let _ = child.wait();
         }
     }
+}
+
+/// A Deployment `name` in `default` with `replicas` pods of one container that sleeps (the
+/// test image), small requests, and no service account token (projected token volumes are not
+/// built yet).
+#[must_use]
+pub fn deployment(name: &str, replicas: u32) -> String {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{
+                        "name": "app", "image": crate::images::TEST_IMAGE,
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}
+                    }]
+                }
+            }
+        }
+    })
+    .to_string()
 }
 
 /// The last `lines` lines of `text`.

@@ -163,31 +163,47 @@ fn print_pods_every(client: &http::TlsClient, period: Duration) {
             "NAME", "PHASE", "READY", "RESTARTS"
         );
         for pod in list["items"].as_array().into_iter().flatten() {
-            let statuses = pod["status"]["containerStatuses"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
-            let restarts: u64 = statuses
-                .iter()
-                .filter_map(|c| c["restartCount"].as_u64())
-                .sum();
-            let state = statuses
-                .iter()
-                .find_map(|c| {
-                    let state = &c["state"];
-                    state["waiting"]["reason"]
-                        .as_str()
-                        .or(state["terminated"]["reason"].as_str())
-                })
-                .unwrap_or("Running");
+            let row = PodRow::of(pod);
             println!(
-                "{:<24} {:<10} {:<6} {:<9} {state}",
+                "{:<24} {:<10} {:<6} {:<9} {}",
                 pod["metadata"]["name"].as_str().unwrap_or_default(),
                 pod["status"]["phase"].as_str().unwrap_or_default(),
-                format!("{ready}/{}", statuses.len()),
-                restarts,
+                format!("{}/{}", row.ready, row.containers),
+                row.restarts,
+                row.state.unwrap_or("Running"),
             );
+        }
+    }
+}
+
+/// What `kubectl get pods` shows of a pod's containers.
+pub(super) struct PodRow<'a> {
+    pub ready: usize,
+    pub containers: usize,
+    pub restarts: u64,
+    /// The first waiting or terminated reason, if any.
+    pub state: Option<&'a str>,
+}
+
+impl<'a> PodRow<'a> {
+    pub(super) fn of(pod: &'a serde_json::Value) -> Self {
+        let statuses = pod["status"]["containerStatuses"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice);
+        let state = statuses.iter().find_map(|c| {
+            let state = &c["state"];
+            state["waiting"]["reason"]
+                .as_str()
+                .or(state["terminated"]["reason"].as_str())
+        });
+        Self {
+            ready: statuses.iter().filter(|c| c["ready"] == true).count(),
+            containers: statuses.len(),
+            restarts: statuses
+                .iter()
+                .filter_map(|c| c["restartCount"].as_u64())
+                .sum(),
+            state,
         }
     }
 }

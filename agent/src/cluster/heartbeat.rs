@@ -16,9 +16,9 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use tokio_util::sync::CancellationToken;
 
-use super::facts;
 use super::lease::LeaseKeeper;
 use super::node::{self, NodeFacts};
+use super::{facts, pause};
 use crate::config::ClusterSettings;
 use crate::cri::Runtime;
 use crate::event::{EventType, Involved, Recorder, reason};
@@ -41,14 +41,6 @@ pub struct NodeReporter {
     pub report_every: Duration,
     /// The node's events (`Starting`, `NodeReady`, ...).
     pub events: Recorder,
-}
-
-/// Sleeps `delay` unless cancelled first; `false` when cancelled.
-pub(super) async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(delay) => true,
-        () = cancel.cancelled() => false,
-    }
 }
 
 /// Registers the node, then reports its status and renews its Lease until cancelled.

@@ -17,7 +17,7 @@ use kube::Api;
 use kube::api::PostParams;
 use tokio_util::sync::CancellationToken;
 
-use super::heartbeat::pause;
+use super::pause;
 use crate::stats::metrics::Metrics;
 
 /// The namespace of node Leases.

@@ -152,7 +152,7 @@ impl MirrorKeeper {
                 () = cancel.cancelled() => return,
                 () = self.mirrors.changed.notified() => {}
                 changed = desired.changed() => if changed.is_err() { return },
-                () = super::status::sleep_or_forever(wait) => {}
+                () = super::sleep_or_forever(wait) => {}
             }
         }
     }
@@ -240,9 +240,7 @@ impl MirrorKeeper {
 
     async fn delete(&self, (namespace, name): &(String, String), uid: &str) -> bool {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let result = api
-            .delete(name, &super::status::final_delete(uid.to_owned()))
-            .await;
+        let result = api.delete(name, &super::final_delete(uid.to_owned())).await;
         self.metrics.count_api_request("mirror-pod", result.is_ok());
         match result {
             Ok(_) => true,

@@ -33,6 +33,10 @@ pub mod reviews;
 pub mod status;
 
 use std::path::Path;
+use std::time::Duration;
+
+use kube::api::{DeleteParams, Preconditions};
+use tokio_util::sync::CancellationToken;
 
 /// Errors of cluster mode's setup; the loops themselves only log.
 #[derive(Debug, thiserror::Error)]
@@ -81,4 +85,35 @@ pub async fn connect(
 /// Whether `error` is the API server's answer with HTTP status `code`.
 fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
+}
+
+/// The pod store's name for this source (upstream's `kubetypes.ApiserverSource`).
+pub const API_SOURCE: &str = "api";
+
+/// The last delete of a pod nothing of which runs: grace 0, only this pod (UID precondition).
+fn final_delete(uid: String) -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
+}
+
+/// Sleeps `wait`, or forever when `None`.
+async fn sleep_or_forever(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps `delay` unless cancelled first; `false` when cancelled.
+async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = cancel.cancelled() => false,
+    }
 }

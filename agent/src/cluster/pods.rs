@@ -21,15 +21,12 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 
-use super::admit;
 use super::mirror::{MirrorPods, is_mirror};
+use super::{API_SOURCE, admit};
 use crate::event::{EventType, Recorder};
 use crate::pod::PodStore;
 use crate::pod::defaults::CONFIG_SOURCE_ANNOTATION;
 use crate::stats::metrics::Metrics;
-
-/// The pod store's name for this source (upstream's `kubetypes.ApiserverSource`).
-pub const API_SOURCE: &str = "api";
 
 /// What the source needs besides the store.
 pub struct ApiPods {
@@ -209,7 +206,7 @@ impl ApiPods {
 
     async fn delete_object(&self, pod: &Pod) {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let params = super::status::final_delete(pod.metadata.uid.clone().unwrap_or_default());
+        let params = super::final_delete(pod.metadata.uid.clone().unwrap_or_default());
         let result = self.pods_in(pod).delete(&name, &params).await;
         self.metrics.count_api_request("pod-delete", result.is_ok());
         if let Some(error) = result.as_ref().err().filter(|e| !super::is_status(e, 404)) {

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use tokio_util::sync::CancellationToken;
 
 use super::mirror::MirrorPods;
-use super::pods::API_SOURCE;
+use super::{API_SOURCE, final_delete, sleep_or_forever};
 use crate::pod::PodStore;
 use crate::pod::defaults::FILE_SOURCE;
 use crate::stats::metrics::Metrics;
@@ -225,24 +225,4 @@ fn runs_anything(status: &PodStatus) -> bool {
             .as_ref()
             .is_some_and(|state| state.running.is_some())
     })
-}
-
-/// The last delete of a pod nothing of which runs: grace 0, only this pod (UID precondition).
-pub(super) fn final_delete(uid: String) -> DeleteParams {
-    DeleteParams {
-        grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions {
-            uid: Some(uid),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    }
-}
-
-/// Sleeps `wait`, or forever when `None`.
-pub(super) async fn sleep_or_forever(wait: Option<Duration>) {
-    match wait {
-        Some(wait) => tokio::time::sleep(wait).await,
-        None => std::future::pending().await,
-    }
 }

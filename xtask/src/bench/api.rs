@@ -65,13 +65,7 @@ pub fn cli(args: &ApiArgs) -> Result<()> {
         K8sBin::Missing(reason) => bail!("the API bench needs the Kubernetes binaries: {reason}"),
     };
     let plane = ControlPlane::start(&bin)?;
-    let admin = plane.client(&plane.admin);
-    let account = r#"{"metadata": {"name": "default"}}"#;
-    admin.send(
-        "POST",
-        "/api/v1/namespaces/default/serviceaccounts",
-        account,
-    )?;
+    plane.default_service_account()?;
     let pki = plane.issue("node", &format!("system:node:{NODE}"), &["system:nodes"])?;
     let kubeconfig = plane.kubeconfig("node", &pki)?;
     let flag = format!("--kubeconfig={}", kubeconfig.display());

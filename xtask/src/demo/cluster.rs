@@ -18,9 +18,9 @@ use anyhow::{Context, Result, bail};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use super::{DEMO_PORT, Event, stop_kernlet};
+use super::{DEMO_PORT, Event, PodRow, stop_kernlet};
 use crate::{
-    control_plane::ControlPlane,
+    control_plane::{ControlPlane, deployment},
     k8s::{self, K8sBin},
     runtime::RuntimeFixture,
     workspace_root,
@@ -80,7 +80,7 @@ pub(super) fn run(
     let (code, body) = client.send(
         "POST",
         "/apis/apps/v1/namespaces/default/deployments",
-        &deployment(),
+        &deployment("hello", 3),
     )?;
     if code != 201 {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
@@ -105,33 +105,6 @@ pub(super) fn run(
     };
     let _ = waiter.join();
     outcome
-}
-
-/// Three replicas of the demo image, no service account token (projected token volumes are
-/// not built yet).
-fn deployment() -> String {
-    serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "hello", "namespace": "default"},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": "hello"}},
-            "template": {
-                "metadata": {"labels": {"app": "hello"}},
-                "spec": {
-                    "automountServiceAccountToken": false,
-                    "terminationGracePeriodSeconds": 2,
-                    "containers": [{
-                        "name": "hello", "image": "kernlet.local/busybox:1",
-                        "imagePullPolicy": "Never",
-                        "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
-                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}
-                    }]
-                }
-            }
-        }
-    })
-    .to_string()
 }
 
 /// `kubectl get nodes` and `kubectl get pods -o wide`, from the API server.
@@ -170,29 +143,15 @@ fn print_tables(plane: &ControlPlane) {
 }
 
 fn print_pod(pod: &Value) {
-    let statuses = pod["status"]["containerStatuses"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let ready = statuses.iter().filter(|c| c["ready"] == true).count();
-    let restarts: u64 = statuses
-        .iter()
-        .filter_map(|c| c["restartCount"].as_u64())
-        .sum();
-    let waiting = statuses.iter().find_map(|c| {
-        let state = &c["state"];
-        state["waiting"]["reason"]
-            .as_str()
-            .or(state["terminated"]["reason"].as_str())
-    });
-    let status = waiting.unwrap_or_else(|| pod["status"]["phase"].as_str().unwrap_or("Pending"));
+    let row = PodRow::of(pod);
+    let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
     let count = pod["spec"]["containers"].as_array().map_or(0, Vec::len);
     println!(
         "{:<32} {:<6} {:<18} {:<9} {:<15} {}",
         text(&pod["metadata"]["name"]),
-        format!("{ready}/{count}"),
-        status,
-        restarts,
+        format!("{}/{count}", row.ready),
+        row.state.unwrap_or(phase),
+        row.restarts,
         pod["status"]["podIP"].as_str().unwrap_or("<none>"),
         pod["spec"]["nodeName"].as_str().unwrap_or("<none>"),
     );
