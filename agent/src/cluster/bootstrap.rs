@@ -128,7 +128,8 @@ fn kubeconfig_cert(kubeconfig: &Path) -> Option<Vec<u8>> {
     std::fs::read(auth.client_certificate.as_ref()?).ok()
 }
 
-/// Whether every certificate in `pem` is valid at `now` (and there is one).
+/// Whether `pem` holds a certificate and none has expired at `now` (upstream checks only the end,
+/// so a clock slightly behind the signer's does not refuse a fresh certificate).
 fn valid_at(pem: &[u8], now: std::time::SystemTime) -> bool {
     use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
     let Ok(seconds) = now.duration_since(std::time::UNIX_EPOCH) else {
@@ -140,10 +141,8 @@ fn valid_at(pem: &[u8], now: std::time::SystemTime) -> bool {
         .collect();
     !certs.is_empty()
         && certs.iter().all(|der| {
-            x509_parser::parse_x509_certificate(der.as_ref()).is_ok_and(|(_, cert)| {
-                let validity = cert.validity();
-                validity.not_before.timestamp() <= now && now < validity.not_after.timestamp()
-            })
+            x509_parser::parse_x509_certificate(der.as_ref())
+                .is_ok_and(|(_, cert)| now < cert.validity().not_after.timestamp())
         })
 }
 
@@ -384,8 +383,8 @@ mod tests {
             "2027: expired"
         );
         assert!(
-            !valid_at(pem.as_bytes(), at(1_700_000_000)),
-            "2023: not yet"
+            valid_at(pem.as_bytes(), at(1_700_000_000)),
+            "2023: not yet valid, but not expired"
         );
         assert!(!valid_at(b"not a certificate", at(1_780_000_000)));
     }

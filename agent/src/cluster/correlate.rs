@@ -117,6 +117,10 @@ impl Correlator {
         let local = if similar.messages.len() < MAX_SIMILAR {
             event.message.clone()
         } else {
+            // Never more than the limit kept, as upstream's set: one goes, any one.
+            if let Some(any) = similar.messages.iter().next().cloned() {
+                similar.messages.remove(&any);
+            }
             event.message = format!("{COMBINED}{}", event.message);
             String::new()
         };
@@ -222,6 +226,12 @@ mod tests {
         assert_eq!(combined.message, format!("{COMBINED}m9"));
         let eleventh = c.observe(event("Unhealthy", "m10"), now, 10).unwrap();
         assert_eq!(count(&eleventh), 2, "the aggregate counts up");
+        // However many messages, the set stays at the limit.
+        for i in 11..100 {
+            c.observe(event("Unhealthy", &format!("m{i}")), now, i);
+        }
+        let kept = c.similar.map.values().map(|s| s.messages.len()).max();
+        assert!(kept <= Some(MAX_SIMILAR), "{kept:?}");
         // After 10 quiet minutes, messages count afresh.
         let later = now + Duration::from_mins(11);
         let write = c.observe(event("Unhealthy", "m11"), later, 11).unwrap();
