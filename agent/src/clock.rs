@@ -64,6 +64,18 @@ pub fn wall() -> SystemTime {
     now()
 }
 
+/// A fraction in [0, 1) from the standard library's random hasher keys: enough to spread
+/// timers (probes, certificate renewals) apart, not for secrets.
+#[must_use]
+pub fn random_fraction() -> f64 {
+    use std::hash::BuildHasher as _;
+    let seed = std::collections::hash_map::RandomState::new();
+    let bits = seed.hash_one(tokio::time::Instant::now()) >> 11;
+    #[allow(clippy::cast_precision_loss)] // 53 bits: exact in an f64
+    let fraction = bits as f64 / (1_u64 << 53) as f64;
+    fraction
+}
+
 /// A token bucket, as client-go's `flowcontrol` limiters: `burst` tokens at most, refilled at
 /// `qps` per second; rates like `kubeAPIQPS`/`kubeAPIBurst` and `eventRecordQPS`/`eventBurst`.
 /// A `qps` of zero or less means no limit, as those settings define it.

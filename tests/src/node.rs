@@ -16,6 +16,9 @@ use serde_json::Value;
 use xtask::http::TlsClient;
 use xtask::runtime::{Options, RuntimeFixture};
 
+/// The node name every test node runs as (`--hostname-override`).
+pub const NODE_NAME: &str = "testnode";
+
 /// Where the kernlet binary is: `KERNLET_BIN` (set by `cargo xtask test` for the node VM), else the workspace's
 /// debug build, built now if missing.
 pub fn kernlet_binary() -> Result<PathBuf> {
@@ -84,6 +87,16 @@ impl TestNode {
             Some(pki) => pki,
             None => fixture.client_pki()?,
         };
+        // A serving certificate from the cluster (serverTLSBootstrap) is signed by the CA of
+        // the cluster's clients and names the node.
+        let (server_ca, server_name) = if args.iter().any(|a| a == "--rotate-server-certificates") {
+            (pki.ca.clone(), NODE_NAME.to_owned())
+        } else {
+            (
+                dir.path().join("root/pki/kubelet.crt"),
+                "localhost".to_owned(),
+            )
+        };
         let config = fixture.kernlet_config(
             &dir.path().join("manifests"),
             &dir.path().join("logs"),
@@ -98,9 +111,11 @@ impl TestNode {
             fixture: Some(fixture),
             port,
             client: TlsClient {
+                host: "127.0.0.1".to_owned(),
                 port,
                 pki,
-                server_ca: dir.path().join("root/pki/kubelet.crt"),
+                server_ca,
+                server_name,
             },
             dir,
             kernlet: None,
@@ -142,7 +157,7 @@ impl TestNode {
             .arg(self.dir.path().join("config.yaml"))
             .arg("--root-dir")
             .arg(self.dir.path().join("root"))
-            .args(["--hostname-override", "testnode"])
+            .args(["--hostname-override", NODE_NAME])
             .args(&self.args)
             .env("RUST_LOG", "kernlet=debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

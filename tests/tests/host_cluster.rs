@@ -17,7 +17,8 @@ use anyhow::{Context, Result, ensure};
 use kernlet_tests::node::TestNode;
 use serde_json::Value;
 use support::cluster::{
-    NODE, bound_pod, condition, control_plane, create_pod, join, merge, phase, wait_for_event,
+    NODE, bound_pod, condition, control_plane, create_pod, join, local_control_plane, merge, phase,
+    wait_for_event,
 };
 use xtask::control_plane::ControlPlane;
 
@@ -366,7 +367,7 @@ fn a_static_pod_has_a_mirror_pod_that_comes_back() -> Result<()> {
 #[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
 fn an_api_server_outage_stops_nothing_and_status_catches_up() -> Result<()> {
     let Some(mut plane) =
-        control_plane("an_api_server_outage_stops_nothing_and_status_catches_up")?
+        local_control_plane("an_api_server_outage_stops_nothing_and_status_catches_up")?
     else {
         return Ok(());
     };

@@ -1,16 +1,15 @@
 //! Cluster mode with the whole control plane (kube-controller-manager and kube-scheduler beside
 //! the API server, `xtask::control_plane`): a Deployment's pods are scheduled by the real
 //! scheduler onto kernlet's node and run; a readiness probe's result flips the pod's `Ready`
-//! condition in the API both ways; a node with only a bootstrap token gets its client
-//! certificate through a CSR the controller manager approves and signs. Skipped, with the reason printed, where the Kubernetes
-//! binaries are absent.
+//! condition in the API both ways (certificates: `host_cluster_certificates`). Skipped, with
+//! the reason printed, where the Kubernetes binaries are absent.
 mod support;
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use support::cluster::{NODE, condition, control_plane, join, start_node};
+use support::cluster::{NODE, condition, control_plane, join};
 use xtask::control_plane::deployment;
 
 fn is_ready(object: &Value) -> bool {
@@ -30,7 +29,7 @@ fn a_deployment_is_scheduled_onto_the_node_and_runs() -> Result<()> {
     let (code, body) = admin.send(
         "POST",
         "/apis/apps/v1/namespaces/default/deployments",
-        &deployment("hello", 2),
+        &deployment("hello", 2, NODE),
     )?;
     ensure!(code == 201, "create deployment: {code} {body}");
 
@@ -138,66 +137,5 @@ fn readiness_from_a_probe_flips_ready_in_the_api() -> Result<()> {
     let object = plane.get_json(path)?;
     let ready = condition(&object, "Ready").context("no Ready")?;
     ensure!(ready["reason"] == "ContainersNotReady", "{ready:#}");
-    Ok(())
-}
-
-#[test]
-#[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
-fn a_new_node_gets_its_client_certificate_through_a_csr() -> Result<()> {
-    let test = "a_new_node_gets_its_client_certificate_through_a_csr";
-    let Some(mut plane) = control_plane(test)? else {
-        return Ok(());
-    };
-    plane.start_controllers()?;
-    let token = plane.bootstrap_token()?;
-    let bootstrap = plane.token_kubeconfig("bootstrap", &token)?;
-    let files = tempfile::tempdir()?;
-    let kubeconfig = files.path().join("kubelet.conf");
-    let args = [
-        format!("--bootstrap-kubeconfig={}", bootstrap.display()),
-        format!("--kubeconfig={}", kubeconfig.display()),
-    ];
-    let mut node = start_node(&plane, &args)?;
-    // Only system:node:testnode may create the Node: registering proves the new certificate.
-    let path = format!("/api/v1/nodes/{NODE}");
-    node.wait_until("the node is Ready", Duration::from_mins(1), |_| {
-        Ok(plane.get_json(&path).is_ok_and(|n| is_ready(&n)))
-    })
-    .with_context(|| node.log())?;
-    let csrs = plane.get_json("/apis/certificates.k8s.io/v1/certificatesigningrequests")?;
-    let items = csrs["items"].as_array().context("no CSR list")?;
-    ensure!(items.len() == 1, "{csrs:#}");
-    let csr = &items[0];
-    let id = token.split('.').next().unwrap_or_default();
-    ensure!(
-        csr["spec"]["username"] == format!("system:bootstrap:{id}").as_str(),
-        "{csr:#}"
-    );
-    ensure!(
-        csr["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet",
-        "{csr:#}"
-    );
-    let approved = condition(csr, "Approved").context("not approved")?;
-    ensure!(approved["status"] == "True", "{csr:#}");
-    ensure!(csr["status"]["certificate"].is_string(), "{csr:#}");
-    let written = std::fs::read_to_string(&kubeconfig)?;
-    let current = node.dir().join("root/pki/kubelet-client-current.pem");
-    ensure!(
-        written.contains(&current.display().to_string()),
-        "{written}"
-    );
-    ensure!(!written.contains(&token), "the token leaked into {written}");
-
-    // A restart uses the certificate it has: no second request.
-    node.stop_kernlet(nix::sys::signal::Signal::SIGTERM)?;
-    node.start_kernlet()?;
-    node.wait_until("the node is Ready again", Duration::from_mins(1), |_| {
-        Ok(plane.get_json(&path).is_ok_and(|n| is_ready(&n)))
-    })?;
-    let csrs = plane.get_json("/apis/certificates.k8s.io/v1/certificatesigningrequests")?;
-    ensure!(
-        csrs["items"].as_array().map(Vec::len) == Some(1),
-        "{csrs:#}"
-    );
     Ok(())
 }

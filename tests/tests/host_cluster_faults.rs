@@ -1,8 +1,10 @@
 //! Cluster mode under faults that are kernlet's own: a kernlet killed with `SIGKILL` comes back
 //! to pods that never restarted and statuses that never go backwards in the API (restart counts,
 //! start times, container IDs); watches cut mid-stream (`xtask::fault_proxy` between kernlet and
-//! the API server) while pods are created and deleted miss no pod and run none twice. The API
-//! server's outage is in `host_cluster`. Skipped, with the
+//! the API server) while pods are created and deleted miss no pod and run none twice; error
+//! answers (503, 429 with `Retry-After`, 500) and slow answers (`xtask::api_fault` in front of
+//! the server) stop nothing and statuses catch up once they end. The API server's outage is in
+//! `host_cluster`. Skipped, with the
 //! reason printed, where the Kubernetes binaries are absent.
 #![expect(
     clippy::disallowed_methods,
@@ -14,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use support::cluster::{NODE, control_plane, create_pod, join, phase, start_node};
+use support::cluster::{
+    NODE, control_plane, create_pod, join, local_control_plane, phase, start_node,
+};
+use xtask::api_fault::{ApiFaultProxy, Fault};
 use xtask::fault_proxy::FaultProxy;
 
 /// What must not regress about pod `name` in the API: its start time, its container's ID and
@@ -99,7 +104,7 @@ fn a_killed_kernlet_restarts_no_pod_and_regresses_no_status() -> Result<()> {
 #[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
 fn watches_cut_mid_stream_miss_no_pod_and_run_none_twice() -> Result<()> {
     let test = "watches_cut_mid_stream_miss_no_pod_and_run_none_twice";
-    let Some(plane) = control_plane(test)? else {
+    let Some(plane) = local_control_plane(test)? else {
         return Ok(());
     };
     let proxy = FaultProxy::start(plane.port)?;
@@ -157,5 +162,66 @@ fn watches_cut_mid_stream_miss_no_pod_and_run_none_twice() -> Result<()> {
         ensure!(ready == 1, "{}: {view:?}", pod["metadata"]["name"]);
     }
     ensure!(proxy.accepted() > 3, "the proxy saw no reconnection");
+    Ok(())
+}
+
+#[test]
+#[ignore = "host: needs root, containerd, runc and the Kubernetes binaries; run by cargo xtask test"]
+fn api_errors_and_delays_are_retried_and_statuses_catch_up() -> Result<()> {
+    let test = "api_errors_and_delays_are_retried_and_statuses_catch_up";
+    let Some(plane) = local_control_plane(test)? else {
+        return Ok(());
+    };
+    let pki = plane.issue("node", &format!("system:node:{NODE}"), &["system:nodes"])?;
+    let (cert, key) = plane.serving_pair();
+    let proxy = ApiFaultProxy::start(plane.port, (&cert, &key), &plane.ca_file(), &pki)?;
+    let kubeconfig = plane.kubeconfig_at("node-via-api-proxy", &pki, proxy.port)?;
+    let node = start_node(&plane, &[format!("--kubeconfig={}", kubeconfig.display())])?;
+    plane.default_service_account()?;
+    create_pod(&plane, "before", "sleep 3600", "Always")?;
+    node.wait_until("the first pod is Running in the API", support::WAIT, |_| {
+        Ok(phase(&plane, "before") == "Running")
+    })?;
+
+    // The server answers every request with 503, then with 429 (Retry-After: 1), while a pod
+    // is bound to the node: nothing of kernlet stops, and the pod it already runs goes on.
+    create_pod(&plane, "during", "sleep 3600", "Always")?;
+    for fault in [Fault::Status(503), Fault::Status(429), Fault::Status(500)] {
+        proxy.set(fault);
+        std::thread::sleep(Duration::from_secs(8));
+    }
+    let injected = proxy.injected();
+    ensure!(injected > 10, "only {injected} requests met the faults");
+    ensure!(node.pod("before")?.is_some(), "the running pod was stopped");
+
+    // Slow answers (2 s each) are waited for, not given up on.
+    proxy.set(Fault::Delay(Duration::from_secs(2)));
+    node.wait_until(
+        "the new pod reaches kernlet through slow answers",
+        support::WAIT,
+        |node| Ok(node.pod("during")?.is_some()),
+    )?;
+    proxy.set(Fault::Pass);
+    let recovered = Instant::now();
+    node.wait_until("both pods Running in the API", support::WAIT, |_| {
+        Ok(["before", "during"]
+            .iter()
+            .all(|name| phase(&plane, name) == "Running"))
+    })?;
+    let caught_up = recovered.elapsed();
+    ensure!(
+        caught_up < Duration::from_secs(10),
+        "caught up in {caught_up:?}"
+    );
+    let metrics = node.get("/metrics")?;
+    let errors = metrics.lines().any(|line| {
+        line.starts_with("kernlet_api_requests_total") && line.contains("result=\"error\"")
+    });
+    ensure!(errors, "the errors were not counted:\n{metrics}");
+    let restarts: u64 = node
+        .pod("before")?
+        .and_then(|p| p["status"]["containerStatuses"][0]["restartCount"].as_u64())
+        .unwrap_or(u64::MAX);
+    ensure!(restarts == 0, "the running pod restarted {restarts} times");
     Ok(())
 }

@@ -108,9 +108,11 @@ fn run_kernlet(
     let config = fixture.kernlet_config(manifests, &logs, DEMO_PORT, "")?;
     let root = fixture.base_dir().join("kubelet");
     let client = http::TlsClient {
+        host: "127.0.0.1".to_owned(),
         port: DEMO_PORT,
         pki: fixture.client_pki()?,
         server_ca: root.join("pki/kubelet.crt"),
+        server_name: "localhost".to_owned(),
     };
     fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;

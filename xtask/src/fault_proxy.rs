@@ -59,16 +59,7 @@ impl FaultProxy {
 
     /// Closes every open connection (both directions), as a network cut would.
     pub fn cut(&self) {
-        let open = std::mem::take(
-            &mut *self
-                .shared
-                .open
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for stream in open {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        cut_all(&self.shared.open);
     }
 
     /// While `refuse` is set, new connections are accepted and closed at once.
@@ -89,6 +80,14 @@ impl Drop for FaultProxy {
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         self.cut();
+    }
+}
+
+/// Shuts down every stream in `open` and forgets them.
+pub(crate) fn cut_all(open: &Mutex<Vec<TcpStream>>) {
+    let streams = std::mem::take(&mut *open.lock().unwrap_or_else(PoisonError::into_inner));
+    for stream in streams {
+        let _ = stream.shutdown(Shutdown::Both);
     }
 }
 

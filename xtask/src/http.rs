@@ -25,8 +25,12 @@ pub fn get_timeout(port: u16, path: &str, timeout: Duration) -> Result<String> {
 }
 
 fn connect(port: u16, timeout: Duration) -> Result<TcpStream> {
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+    connect_to("127.0.0.1", port, timeout)
+}
+
+fn connect_to(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+    let stream =
+        TcpStream::connect((host, port)).with_context(|| format!("connecting to {host}:{port}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     Ok(stream)
@@ -138,10 +142,16 @@ pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 /// client can be made before kernlet starts).
 #[derive(Debug, Clone)]
 pub struct TlsClient {
+    /// The server's address (`127.0.0.1` for kernlet and a local control plane).
+    pub host: String,
     pub port: u16,
     pub pki: ClientPki,
-    /// kernlet's `<cert-dir>/kubelet.crt`.
+    /// kernlet's `<cert-dir>/kubelet.crt`, or the cluster CA for a certificate the cluster
+    /// signed.
     pub server_ca: PathBuf,
+    /// The name the server's certificate is verified against (`localhost` for kernlet's
+    /// self-signed one).
+    pub server_name: String,
 }
 
 impl TlsClient {
@@ -193,10 +203,12 @@ impl TlsClient {
 
     /// `GET path` with a bearer token and no client certificate: the status and the body.
     pub fn request_with_token(&self, path: &str, token: &str) -> Result<(u16, String)> {
-        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone())?;
         let connection = rustls::ClientConnection::new(self.config_with(false)?, name)?;
-        let stream =
-            rustls::StreamOwned::new(connection, connect(self.port, Duration::from_secs(10))?);
+        let stream = rustls::StreamOwned::new(
+            connection,
+            connect_to(&self.host, self.port, Duration::from_secs(10))?,
+        );
         let header = format!("Authorization: Bearer {token}\r\n");
         let ask = Ask {
             headers: header,
@@ -207,11 +219,11 @@ impl TlsClient {
     }
 
     fn connect(&self, timeout: Duration) -> Result<TlsStream> {
-        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+        let name = rustls::pki_types::ServerName::try_from(self.server_name.clone())?;
         let connection = rustls::ClientConnection::new(self.config_with(true)?, name)?;
         Ok(rustls::StreamOwned::new(
             connection,
-            connect(self.port, timeout)?,
+            connect_to(&self.host, self.port, timeout)?,
         ))
     }
 

@@ -5,6 +5,7 @@
     reason = "developer tools wait on and measure real processes: std time is the right clock"
 )]
 
+pub mod api_fault;
 pub mod bench;
 pub mod cmd;
 pub mod control_plane;

@@ -14,25 +14,24 @@
 //!   `--kubeconfig` with the bootstrap kubeconfig's cluster and that file as its credentials.
 //!
 //! A denied or failed request is an error: kernlet cannot join without credentials.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec,
-};
-use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
 use kube::config::{AuthInfo, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
 use sha2::{Digest, Sha256};
 
 use super::ClusterError;
+use super::csr::{self, CsrError, Identity, PairStore};
 use crate::config::ApiRate;
 
-/// The signer of kubelet client certificates.
-pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
-/// The certificate in use, in the cert dir.
-pub const CURRENT: &str = "kubelet-client-current.pem";
+/// The client certificate's pairs in the cert dir (`kubelet-client-current.pem`).
+#[must_use]
+pub fn client_store(cert_dir: &Path) -> PairStore {
+    PairStore {
+        dir: cert_dir.to_owned(),
+        prefix: "kubelet-client",
+    }
+}
 const PENDING_KEY: &str = "kubelet-client.key.tmp";
 /// How long a request may wait for approval and signing (upstream's one hour).
 const WAIT_FOR: Duration = Duration::from_hours(1);
@@ -43,28 +42,8 @@ pub enum BootstrapError {
     Connect(#[from] ClusterError),
     #[error("reading bootstrap kubeconfig {path}: {reason}")]
     Bootstrap { path: String, reason: String },
-    #[error("{what} {path}: {source}")]
-    File {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("making the certificate request: {0}")]
-    Key(String),
-    #[error("certificate signing request {name}: {source}")]
-    Api {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("certificate signing request {name}: {reason}")]
-    Refused { name: String, reason: String },
-}
-
-fn file_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError {
-    let path = path.display().to_string();
-    move |source| BootstrapError::File { what, path, source }
+    #[error(transparent)]
+    Csr(#[from] CsrError),
 }
 
 /// Makes `kubeconfig` hold a valid client certificate, requesting one with `bootstrap`'s
@@ -77,35 +56,44 @@ pub async fn ensure_credentials(
     rate: ApiRate,
 ) -> Result<(), BootstrapError> {
     let now = crate::clock::wall();
-    if kubeconfig_cert(kubeconfig).is_some_and(|pem| valid_at(&pem, now)) {
+    if kubeconfig_cert(kubeconfig).is_some_and(|pem| csr::valid_at(&pem, now)) {
         return Ok(());
     }
-    let current = cert_dir.join(CURRENT);
+    let store = client_store(cert_dir);
+    let current = store.current();
     let cluster = bootstrap_cluster(bootstrap)?;
-    if std::fs::read(&current).is_ok_and(|pem| valid_at(&pem, now)) {
+    if std::fs::read(&current).is_ok_and(|pem| csr::valid_at(&pem, now)) {
         tracing::info!(path = %current.display(), "using the client certificate in the cert dir");
         return write_kubeconfig(kubeconfig, cluster, &current);
     }
-    std::fs::create_dir_all(cert_dir).map_err(file_error("creating", cert_dir))?;
+    std::fs::create_dir_all(cert_dir).map_err(csr::file_error("creating", cert_dir))?;
     let key = pending_key(&cert_dir.join(PENDING_KEY))?;
     let (name, request) = certificate_request(node_name, &key)?;
     let client = super::connect(bootstrap, rate).await?;
     tracing::info!(csr = %name, "requesting a client certificate (TLS bootstrap)");
-    let certificate = request_certificate(client, &name, request).await?;
-    let file = cert_dir.join(format!("kubelet-client-{}.pem", stamp()));
-    let pem = [certificate.as_slice(), key.serialize_pem().as_bytes()].concat();
-    write_private(&file, &pem)?;
-    let link = cert_dir.join(format!("{CURRENT}.tmp"));
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&file, &link).map_err(file_error("linking", &link))?;
-    std::fs::rename(&link, &current).map_err(file_error("replacing", &current))?;
+    let identity = client_identity(node_name);
+    let name = csr::Name::Fixed(name);
+    let certificate = csr::request_certificate(client, name, &identity, request, WAIT_FOR).await?;
+    let current = store.update(&certificate, &key)?;
     let _ = std::fs::remove_file(cert_dir.join(PENDING_KEY));
-    tracing::info!(path = %file.display(), "client certificate issued");
     write_kubeconfig(kubeconfig, cluster, &current)
 }
 
+/// What a node asks for as its client identity.
+#[must_use]
+pub fn client_identity(node_name: &str) -> Identity<'_> {
+    Identity {
+        node_name,
+        dns_names: &[],
+        ips: &[],
+        signer: csr::CLIENT_SIGNER,
+        usages: &csr::CLIENT_USAGES,
+    }
+}
+
 /// The client certificate `kubeconfig` names (file or inline data), if it can be read.
-fn kubeconfig_cert(kubeconfig: &Path) -> Option<Vec<u8>> {
+#[must_use]
+pub fn kubeconfig_cert(kubeconfig: &Path) -> Option<Vec<u8>> {
     let config = Kubeconfig::read_from(kubeconfig).ok()?;
     let user = config
         .contexts
@@ -126,24 +114,6 @@ fn kubeconfig_cert(kubeconfig: &Path) -> Option<Vec<u8>> {
         return base64::engine::general_purpose::STANDARD.decode(data).ok();
     }
     std::fs::read(auth.client_certificate.as_ref()?).ok()
-}
-
-/// Whether `pem` holds a certificate and none has expired at `now` (upstream checks only the end,
-/// so a clock slightly behind the signer's does not refuse a fresh certificate).
-fn valid_at(pem: &[u8], now: std::time::SystemTime) -> bool {
-    use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
-    let Ok(seconds) = now.duration_since(std::time::UNIX_EPOCH) else {
-        return false;
-    };
-    let now = i64::try_from(seconds.as_secs()).unwrap_or(i64::MAX);
-    let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem)
-        .filter_map(Result::ok)
-        .collect();
-    !certs.is_empty()
-        && certs.iter().all(|der| {
-            x509_parser::parse_x509_certificate(der.as_ref())
-                .is_ok_and(|(_, cert)| now < cert.validity().not_after.timestamp())
-        })
 }
 
 /// The current cluster of the bootstrap kubeconfig (paths made absolute by the reader).
@@ -173,9 +143,8 @@ fn pending_key(path: &Path) -> Result<rcgen::KeyPair, BootstrapError> {
     {
         return Ok(key);
     }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| BootstrapError::Key(e.to_string()))?;
-    write_private(path, key.serialize_pem().as_bytes())?;
+    let key = csr::new_key()?;
+    csr::write_private(path, key.serialize_pem().as_bytes())?;
     Ok(key)
 }
 
@@ -185,100 +154,15 @@ fn certificate_request(
     node_name: &str,
     key: &rcgen::KeyPair,
 ) -> Result<(String, String), BootstrapError> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-        .map_err(|e| BootstrapError::Key(e.to_string()))?;
-    let subject = format!("system:node:{node_name}");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, &subject);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "system:nodes");
-    let request = params
-        .serialize_request(key)
-        .and_then(|csr| csr.pem())
-        .map_err(|e| BootstrapError::Key(e.to_string()))?;
+    let request = csr::request_pem(&client_identity(node_name), key)?;
     let mut digest = Sha256::new();
     digest.update(key.public_key_der());
-    digest.update(subject.as_bytes());
-    digest.update(b"digital signature,client auth");
+    digest.update(format!("system:node:{node_name}").as_bytes());
+    digest.update(csr::CLIENT_USAGES.join(",").as_bytes());
     let hash = digest.finalize()[..16]
         .iter()
         .fold(String::new(), |hex, b| hex + &format!("{b:02x}"));
     Ok((format!("node-csr-{hash}"), request))
-}
-
-/// Creates (or finds) the request and waits until it is signed.
-async fn request_certificate(
-    client: kube::Client,
-    name: &str,
-    request: String,
-) -> Result<Vec<u8>, BootstrapError> {
-    let api: Api<CertificateSigningRequest> = Api::all(client);
-    let api_error = |source| BootstrapError::Api {
-        name: name.to_owned(),
-        source,
-    };
-    let object = CertificateSigningRequest {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: ByteString(request.into_bytes()),
-            signer_name: CLIENT_SIGNER.to_owned(),
-            usages: Some(vec![
-                "digital signature".to_owned(),
-                "client auth".to_owned(),
-            ]),
-            ..CertificateSigningRequestSpec::default()
-        },
-        status: None,
-    };
-    match api.create(&PostParams::default(), &object).await {
-        Ok(_) => {}
-        // Asked before (a restart while waiting): the same key made the same name.
-        Err(error) if super::is_status(&error, 409) => {}
-        Err(error) => return Err(api_error(error)),
-    }
-    let settled = |csr: Option<&CertificateSigningRequest>| {
-        csr.and_then(|c| c.status.as_ref()).is_some_and(|status| {
-            status.certificate.as_ref().is_some_and(|c| !c.0.is_empty())
-                || refusal(status).is_some()
-        })
-    };
-    let waited = tokio::time::timeout(
-        WAIT_FOR,
-        kube::runtime::wait::await_condition(api, name, settled),
-    )
-    .await;
-    let refused = |reason: String| BootstrapError::Refused {
-        name: name.to_owned(),
-        reason,
-    };
-    let csr = match waited {
-        Err(_) => return Err(refused(format!("not signed within {WAIT_FOR:?}"))),
-        Ok(Err(error)) => return Err(refused(format!("watching it failed: {error}"))),
-        Ok(Ok(csr)) => csr.ok_or_else(|| refused("deleted while waiting".to_owned()))?,
-    };
-    let status = csr.status.unwrap_or_default();
-    if let Some(reason) = refusal(&status) {
-        return Err(refused(reason));
-    }
-    Ok(status.certificate.map(|c| c.0).unwrap_or_default())
-}
-
-/// `Denied` or `Failed`, with its reason and message.
-fn refusal(
-    status: &k8s_openapi::api::certificates::v1::CertificateSigningRequestStatus,
-) -> Option<String> {
-    status.conditions.iter().flatten().find_map(|c| {
-        (matches!(c.type_.as_str(), "Denied" | "Failed") && c.status == "True").then(|| {
-            let reason = c.reason.as_deref().unwrap_or_default();
-            let message = c.message.as_deref().unwrap_or_default();
-            format!("{}: {reason} {message}", c.type_.to_lowercase())
-        })
-    })
 }
 
 /// `--kubeconfig` with the bootstrap cluster and `credentials` (certificate and key in one
@@ -320,32 +204,7 @@ fn write_kubeconfig(
         path: path.display().to_string(),
         reason: format!("encoding the kubeconfig: {e}"),
     })?;
-    write_private(path, text.as_bytes())
-}
-
-/// Writes `bytes` to `path` (mode 0600), through a temporary file and a rename.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BootstrapError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let temporary = PathBuf::from(format!("{}.writing", path.display()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(file_error("writing", &temporary))?;
-    std::io::Write::write_all(&mut file, bytes).map_err(file_error("writing", &temporary))?;
-    std::fs::rename(&temporary, path).map_err(file_error("writing", path))
-}
-
-/// Upstream's file-name time: `2026-12-06-21-40-03`.
-fn stamp() -> String {
-    let seconds = crate::clock::wall()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let stamp = k8s_openapi::jiff::Timestamp::from_second(i64::try_from(seconds).unwrap_or(0))
-        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-    stamp.strftime("%Y-%m-%d-%H-%M-%S").to_string()
+    Ok(csr::write_private(path, text.as_bytes())?)
 }
 
 #[cfg(test)]
@@ -370,26 +229,6 @@ mod tests {
     }
 
     #[test]
-    fn validity_is_checked_against_the_clock() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["x".to_owned()]).unwrap();
-        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2027, 1, 1);
-        let pem = params.self_signed(&key).unwrap().pem();
-        let at = |secs: u64| std::time::UNIX_EPOCH + Duration::from_secs(secs);
-        assert!(valid_at(pem.as_bytes(), at(1_780_000_000)), "mid-2026");
-        assert!(
-            !valid_at(pem.as_bytes(), at(1_800_000_000)),
-            "2027: expired"
-        );
-        assert!(
-            valid_at(pem.as_bytes(), at(1_700_000_000)),
-            "2023: not yet valid, but not expired"
-        );
-        assert!(!valid_at(b"not a certificate", at(1_780_000_000)));
-    }
-
-    #[test]
     fn the_written_kubeconfig_names_the_cluster_and_the_credentials() {
         let dir = tempfile::tempdir().unwrap();
         let bootstrap = dir.path().join("bootstrap.conf");
@@ -403,7 +242,7 @@ mod tests {
         .unwrap();
         let cluster = bootstrap_cluster(&bootstrap).unwrap();
         let kubeconfig = dir.path().join("kubelet.conf");
-        let pem = dir.path().join(CURRENT);
+        let pem = client_store(dir.path()).current();
         write_kubeconfig(&kubeconfig, cluster, &pem).unwrap();
         let written = Kubeconfig::read_from(&kubeconfig).unwrap();
         let cluster = written.clusters[0].cluster.as_ref().unwrap();

@@ -21,6 +21,8 @@
 pub mod admit;
 pub mod bootstrap;
 pub mod correlate;
+pub mod credentials;
+pub mod csr;
 pub mod events;
 pub mod facts;
 pub mod heartbeat;
@@ -30,6 +32,7 @@ pub mod node;
 pub mod pods;
 pub mod ratelimit;
 pub mod reviews;
+pub mod rotation;
 pub mod status;
 
 use std::path::Path;
@@ -62,24 +65,9 @@ pub async fn connect(
     kubeconfig: &Path,
     rate: crate::config::ApiRate,
 ) -> Result<kube::Client, ClusterError> {
-    let path = kubeconfig.display().to_string();
-    let file = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|source| {
-        ClusterError::Kubeconfig {
-            path: path.clone(),
-            source,
-        }
-    })?;
-    let options = kube::config::KubeConfigOptions::default();
-    let config = kube::Config::from_custom_kubeconfig(file, &options)
-        .await
-        .map_err(|source| ClusterError::Kubeconfig {
-            path: path.clone(),
-            source,
-        })?;
-    let builder = kube::client::ClientBuilder::try_from(config)
-        .map_err(|source| ClusterError::Client { path, source })?;
-    let limit = ratelimit::RateLimitLayer::new(rate);
-    Ok(builder.with_layer(&limit).build())
+    credentials::Credentials::load(kubeconfig, None)
+        .await?
+        .client(rate)
 }
 
 /// Whether `error` is the API server's answer with HTTP status `code`.

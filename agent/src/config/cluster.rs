@@ -1,6 +1,6 @@
 //! The settings of cluster mode (`--kubeconfig`): how the node registers and reports itself.
 //!
-//! Upstream: `registerNode`, `registerWithTaints`, `nodeLeaseDurationSeconds` and
+//! Upstream: `registerNode`, `registerWithTaints`, `rotateCertificates`, `serverTLSBootstrap`, `nodeLeaseDurationSeconds` and
 //! `nodeStatusMaxImages`, `eventRecordQPS`/`eventBurst` and `kubeAPIQPS`/`kubeAPIBurst` of
 //! `KubeletConfiguration` v1beta1, and the flags `--node-labels`,
 //! `--register-with-taints` and `--register-node` (`cmd/kubelet/app/options`). The labels a
@@ -32,6 +32,13 @@ pub struct ClusterSettings {
     pub event_rate: ApiRate,
     /// `kubeAPIQPS` and `kubeAPIBurst`: every request to the API server.
     pub api_rate: ApiRate,
+    /// `rotateCertificates` / `--rotate-certificates`: renew the client certificate through
+    /// the certificates API before it expires.
+    pub rotate_certificates: bool,
+    /// `serverTLSBootstrap` / `--rotate-server-certificates`: request the kubelet port's
+    /// certificate through the certificates API (and renew it), instead of `tlsCertFile` or a
+    /// self-signed one.
+    pub server_tls_bootstrap: bool,
 }
 
 /// A request rate and its burst, as client-go's token-bucket limiter takes them.
@@ -68,6 +75,8 @@ impl Default for ClusterSettings {
                 qps: 50,
                 burst: 100,
             },
+            rotate_certificates: false,
+            server_tls_bootstrap: false,
         }
     }
 }
@@ -176,6 +185,14 @@ impl Reader<'_> {
     /// Reads the cluster-mode fields into `c`.
     pub(super) fn read_cluster(&mut self, root: &Map<String, Value>, c: &mut ClusterSettings) {
         set(&mut c.register_node, self.bool(root, "registerNode"));
+        set(
+            &mut c.rotate_certificates,
+            self.bool(root, "rotateCertificates"),
+        );
+        set(
+            &mut c.server_tls_bootstrap,
+            self.bool(root, "serverTLSBootstrap"),
+        );
         if let Some(seconds) = self
             .int(root, "nodeLeaseDurationSeconds", 0, i64::from(i32::MAX))
             .filter(|&seconds| seconds != 0)
@@ -215,6 +232,13 @@ impl Reader<'_> {
 /// The fields' `/configz` values.
 pub(super) fn configz_fields(c: &ClusterSettings, out: &mut Map<String, Value>) {
     out.insert("registerNode".to_owned(), c.register_node.into());
+    // Both are `omitempty` upstream: shown only when true.
+    if c.rotate_certificates {
+        out.insert("rotateCertificates".to_owned(), true.into());
+    }
+    if c.server_tls_bootstrap {
+        out.insert("serverTLSBootstrap".to_owned(), true.into());
+    }
     if !c.register_with_taints.is_empty() {
         let taints: Vec<Value> = c
             .register_with_taints

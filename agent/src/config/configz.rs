@@ -451,7 +451,8 @@ mod tests {
         imageServiceEndpoint: "unix:///run/images.sock", registerNode: false,
         registerWithTaints: [{key: dedicated, value: gpu, effect: NoSchedule}],
         nodeLeaseDurationSeconds: 60, nodeStatusMaxImages: 10,
-        eventRecordQPS: 10, eventBurst: 20, kubeAPIQPS: 25, kubeAPIBurst: 50 }"#;
+        eventRecordQPS: 10, eventBurst: 20, kubeAPIQPS: 25, kubeAPIBurst: 50,
+        rotateCertificates: true, serverTLSBootstrap: true }"#;
 
     fn busy() -> KubeletConfig {
         let loaded = KubeletConfig::from_yaml_str(BUSY).unwrap_or_else(|e| panic!("{e}"));

@@ -19,7 +19,7 @@ use super::{
 };
 
 /// Upstream fields that kernlet reads into [`KubeletConfig`].
-pub(super) const SUPPORTED: [&str; 61] = [
+pub(super) const SUPPORTED: [&str; 63] = [
     "podLogsDir",
     "enableServer",
     "staticPodPath",
@@ -74,6 +74,8 @@ pub(super) const SUPPORTED: [&str; 61] = [
     "containerRuntimeEndpoint",
     "imageServiceEndpoint",
     "registerNode",
+    "rotateCertificates",
+    "serverTLSBootstrap",
     "registerWithTaints",
     "nodeLeaseDurationSeconds",
     "nodeStatusMaxImages",

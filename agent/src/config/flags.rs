@@ -172,6 +172,30 @@ pub struct Flags {
         value_parser = BoolishValueParser::new(),
     )]
     pub register_node: Option<bool>,
+
+    /// Renew the client certificate through the certificates API before it expires [config:
+    /// rotateCertificates].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub rotate_certificates: Option<bool>,
+
+    /// Request the serving certificate through the certificates API and renew it [config:
+    /// serverTLSBootstrap].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub rotate_server_certificates: Option<bool>,
 }
 
 fn parse_metric_kinds(text: &str) -> Result<super::MetricKinds, String> {
@@ -218,6 +242,8 @@ impl Default for Flags {
             node_labels: None,
             register_with_taints: None,
             register_node: None,
+            rotate_certificates: None,
+            rotate_server_certificates: None,
         }
     }
 }
@@ -289,6 +315,14 @@ pub(super) fn apply(flags: &Flags, config: &mut KubeletConfig) -> Result<(), Con
         config.address = address;
     }
     apply_server(flags, config);
+    if config.cluster.server_tls_bootstrap && config.kubeconfig.is_none() {
+        return Err(ConfigError::Flag {
+            flag: "rotate-server-certificates",
+            value: "true (serverTLSBootstrap)".to_owned(),
+            reason: "the serving certificate is requested from the API server: needs --kubeconfig"
+                .to_owned(),
+        });
+    }
     if let Some(list) = &flags.enforce_node_allocatable {
         let items: Vec<String> = list
             .split(',')
@@ -352,6 +386,12 @@ fn apply_server(flags: &Flags, config: &mut KubeletConfig) {
     }
     if let Some(register) = flags.register_node {
         config.cluster.register_node = register;
+    }
+    if let Some(rotate) = flags.rotate_certificates {
+        config.cluster.rotate_certificates = rotate;
+    }
+    if let Some(bootstrap) = flags.rotate_server_certificates {
+        config.cluster.server_tls_bootstrap = bootstrap;
     }
 }
 
@@ -465,6 +505,8 @@ mod tests {
             "--bootstrap-kubeconfig=/etc/bootstrap.conf",
             "--root-dir=/tmp/kl",
             "--cgroup-root=/pods",
+            "--rotate-certificates",
+            "--rotate-server-certificates=true",
         ]))
         .unwrap()
         .config;
@@ -479,8 +521,14 @@ mod tests {
         let bootstrap = Some(PathBuf::from("/etc/bootstrap.conf"));
         assert_eq!(c.bootstrap_kubeconfig, bootstrap);
         assert_eq!(c.root_dir, PathBuf::from("/tmp/kl"));
+        assert!(c.cluster.rotate_certificates && c.cluster.server_tls_bootstrap);
         let alone = load(&flags(&["--bootstrap-kubeconfig=/etc/bootstrap.conf"])).unwrap_err();
         assert!(alone.to_string().contains("needs --kubeconfig"), "{alone}");
+        let standalone = load(&flags(&["--rotate-server-certificates"])).unwrap_err();
+        assert!(
+            standalone.to_string().contains("needs --kubeconfig"),
+            "{standalone}"
+        );
         assert_eq!(c.cgroup_root, "/pods");
     }
 

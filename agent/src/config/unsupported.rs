@@ -53,13 +53,11 @@ const fn field(name: &'static str, accepts: Accepts, default: &'static str) -> U
 use Accepts::{AnyBool, Bool, Duration, Empty, Int, MemorySwap, Null, Str, UserNamespaces};
 
 /// Every upstream field that is neither typed by kernlet nor `apiVersion`/`kind`.
-pub(super) const UNSUPPORTED: [Unsupported; 65] = [
+pub(super) const UNSUPPORTED: [Unsupported; 63] = [
     field("httpCheckFrequency", Duration(&["0s", "20s"]), "\"20s\""),
     field("staticPodURL", Str(&[""]), "\"\""),
     field("staticPodURLHeader", Empty, "unset"),
     field("tlsCurvePreferences", Empty, "unset"),
-    field("rotateCertificates", Bool(false), "false"),
-    field("serverTLSBootstrap", Bool(false), "false"),
     field("registryPullQPS", Int(&[5]), "5"),
     field("registryBurst", Int(&[0, 10]), "10"),
     field(
@@ -413,7 +411,7 @@ mod tests {
             ("cpuManagerPolicy", json!("static")),
             ("registryPullQPS", json!(0)),
             ("streamingConnectionIdleTimeout", json!("5m")),
-            ("rotateCertificates", json!(true)),
+            ("enableSystemLogHandler", json!(false)),
             ("evictionSoft", json!({"memory.available": "1Gi"})),
             ("memorySwap", json!({"swapBehavior": "LimitedSwap"})),
             ("tracing", json!({})),

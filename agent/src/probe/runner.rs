@@ -1,6 +1,6 @@
 //! One probe of one container instance, as upstream's probe `worker` runs it: jitter, initial
 //! delay, then one attempt per period, counted against the thresholds.
-use std::{collections::hash_map::RandomState, hash::BuildHasher, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Probe;
 use tokio_util::sync::CancellationToken;
@@ -42,20 +42,12 @@ fn seconds(value: Option<i32>, default: u64) -> Duration {
     Duration::from_secs(value.and_then(|v| u64::try_from(v).ok()).unwrap_or(default))
 }
 
-/// A fraction in [0, 1) from the standard library's random hasher keys.
-fn random_fraction() -> f64 {
-    let bits = RandomState::new().hash_one(tokio::time::Instant::now()) >> 11;
-    #[allow(clippy::cast_precision_loss)] // 53 bits: exact in an f64
-    let fraction = bits as f64 / (1_u64 << 53) as f64;
-    fraction
-}
-
 impl Runner {
     pub(super) async fn run(self, cancel: CancellationToken) {
         let period = seconds(self.spec.period_seconds, 10).max(Duration::from_secs(1));
         // Upstream spreads probes out only while the agent has just started (many at once).
         let mut first = if self.prober.uptime() < period {
-            period.mul_f64(random_fraction())
+            period.mul_f64(crate::clock::random_fraction())
         } else {
             Duration::ZERO
         };

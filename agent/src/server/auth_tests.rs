@@ -289,6 +289,14 @@ async fn the_webhook_authorizer_denies_with_403_and_caches() {
     assert_eq!(asked, expected);
 }
 
+/// Whether a TLS handshake with the server at `addr` succeeds, `ca_file` as the only root.
+async fn handshake_ok(addr: std::net::SocketAddr, ca_file: PathBuf) -> bool {
+    let connector = connector(&ca_file, None, rustls::ALL_VERSIONS, &[]);
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.is_ok()
+}
+
 #[tokio::test]
 async fn the_generated_certificate_is_kept_and_files_are_reloaded() {
     let ca = Ca::new("clients");
@@ -317,15 +325,7 @@ async fn the_generated_certificate_is_kept_and_files_are_reloaded() {
         s.key_file = Some(key.clone());
     })
     .await;
-    let handshake_ok = |ca_file: PathBuf| {
-        let addr = server.addr;
-        async move {
-            let connector = connector(&ca_file, None, rustls::ALL_VERSIONS, &[]);
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            let name = ServerName::try_from("localhost").unwrap();
-            connector.connect(name, tcp).await.is_ok()
-        }
-    };
+    let handshake_ok = |ca_file: PathBuf| handshake_ok(server.addr, ca_file);
     assert!(handshake_ok(cert.clone()).await);
     let old = dir.path().join("old.crt");
     std::fs::copy(&cert, &old).unwrap();
@@ -339,6 +339,27 @@ async fn the_generated_certificate_is_kept_and_files_are_reloaded() {
         !handshake_ok(old).await,
         "the old pair is not served any more"
     );
+}
+
+#[tokio::test]
+async fn a_requested_certificate_is_served_once_it_is_written() {
+    let ca = Ca::new("clients");
+    let server = start(&ca, None, true, |s, _| s.bootstrap = true).await;
+    let handshake_ok = |ca_file: PathBuf| handshake_ok(server.addr, ca_file);
+    let pki = server.dir.path().join("pki");
+    assert!(
+        !pki.join("kubelet.crt").exists(),
+        "no self-signed pair is made"
+    );
+    let chain = pki.join("chain.pem");
+    let (pem, key_pem) = tls::generate("node-a", &[]).unwrap();
+    std::fs::create_dir_all(&pki).unwrap();
+    std::fs::write(&chain, &pem).unwrap();
+    assert!(!handshake_ok(chain.clone()).await, "nothing to serve yet");
+    // As cluster mode writes it: certificate and key in one file.
+    std::fs::write(pki.join(tls::SERVING_CURRENT), pem + &key_pem).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(handshake_ok(chain).await, "served from the next handshake");
 }
 
 #[tokio::test]

@@ -69,7 +69,7 @@ pub use authz::{AccessReviewer, Attributes, Authorizer, Decision};
 pub use health::{Check, HealthChecks};
 pub use routes::{Body, RouteSet, encode_pod_list};
 pub use setup::{Planned, Reviewers, SetupError, endpoints};
-pub use tls::{Tls, TlsError, TlsSettings};
+pub use tls::{SERVING_CURRENT, Tls, TlsError, TlsSettings};
 
 use crate::config::MetricKinds;
 use crate::cri::Runtime;

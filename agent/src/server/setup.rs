@@ -109,6 +109,7 @@ fn kubelet_port(
         cipher_suites: config.tls_cipher_suites.clone(),
         host_name: config.node_name.clone(),
         host_ips: host_ips.to_vec(),
+        bootstrap: config.cluster.server_tls_bootstrap,
     })?;
     let authenticator = Authenticator::new(tls.client_ca.clone(), tokens, authn.anonymous_enabled);
     Ok(Endpoint {

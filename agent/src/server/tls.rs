@@ -87,7 +87,13 @@ pub struct TlsSettings {
     /// The node's name and addresses, for the self-signed certificate.
     pub host_name: String,
     pub host_ips: Vec<IpAddr>,
+    /// `serverTLSBootstrap`: the certificate is [`SERVING_CURRENT`] in the cert dir, written by
+    /// cluster mode once the cluster signed it; until then handshakes fail, as upstream's.
+    pub bootstrap: bool,
 }
+
+/// The serving pair requested from the cluster (`serverTLSBootstrap`), in the cert dir.
+pub const SERVING_CURRENT: &str = "kubelet-server-current.pem";
 
 /// The server side of TLS: the acceptor and, when client certificates are requested, their CA.
 #[derive(Clone)]
@@ -104,6 +110,10 @@ pub fn build(settings: &TlsSettings) -> Result<Tls, TlsError> {
     )]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (cert_file, key_file) = match (&settings.cert_file, &settings.key_file) {
+        _ if settings.bootstrap => {
+            let pair = settings.cert_dir.join(SERVING_CURRENT);
+            (pair.clone(), pair)
+        }
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         (None, None) => self_signed(settings)?,
         (cert, key) => {
@@ -117,7 +127,11 @@ pub fn build(settings: &TlsSettings) -> Result<Tls, TlsError> {
             });
         }
     };
-    let resolver = ReloadingCert::new(cert_file, key_file, provider.clone())?;
+    let resolver = if settings.bootstrap {
+        ReloadingCert::awaited(cert_file, key_file, provider.clone())
+    } else {
+        ReloadingCert::new(cert_file, key_file, provider.clone())?
+    };
     let client_ca = match &settings.client_ca_file {
         Some(path) => Some(Arc::new(ClientCa::new(path.clone(), provider.clone())?)),
         None => None,
@@ -333,11 +347,12 @@ impl<T> Reloading<T> {
     }
 }
 
-/// The serving certificate, reloaded when its files change.
+/// The serving certificate, reloaded when its files change; none yet while a requested one
+/// is awaited.
 struct ReloadingCert {
     paths: [PathBuf; 2],
     provider: Arc<CryptoProvider>,
-    pair: Reloading<CertifiedKey>,
+    pair: Reloading<Option<Arc<CertifiedKey>>>,
 }
 
 impl std::fmt::Debug for ReloadingCert {
@@ -350,7 +365,7 @@ impl std::fmt::Debug for ReloadingCert {
 
 impl ReloadingCert {
     fn new(cert: PathBuf, key: PathBuf, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
-        let pair = load_pair(&cert, &key, &provider)?;
+        let pair = Some(Arc::new(load_pair(&cert, &key, &provider)?));
         let pair = Reloading::new(pair, &[&cert, &key]);
         Ok(Self {
             paths: [cert, key],
@@ -358,15 +373,35 @@ impl ReloadingCert {
             pair,
         })
     }
+
+    /// A certificate that may not exist yet: served from the first handshake after it appears.
+    fn awaited(cert: PathBuf, key: PathBuf, provider: Arc<CryptoProvider>) -> Self {
+        let pair = match load_pair(&cert, &key, &provider) {
+            Ok(pair) => Some(Arc::new(pair)),
+            Err(error) => {
+                tracing::info!(%error, "no serving certificate yet: the kubelet port refuses handshakes until the cluster signs one");
+                None
+            }
+        };
+        let pair = Reloading::new(pair, &[&cert, &key]);
+        Self {
+            paths: [cert, key],
+            provider,
+            pair,
+        }
+    }
 }
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let [cert, key] = &self.paths;
-        Some(
-            self.pair
-                .current(&[cert, key], || load_pair(cert, key, &self.provider)),
-        )
+        let pair = self.pair.current(&[cert, key], || {
+            load_pair(cert, key, &self.provider).map(|pair| Some(Arc::new(pair)))
+        });
+        if pair.is_none() {
+            tracing::debug!("handshake refused: no serving certificate yet");
+        }
+        (*pair).clone()
     }
 }
 

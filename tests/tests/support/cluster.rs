@@ -6,14 +6,18 @@ use anyhow::{Context, Result, ensure};
 use kernlet_tests::{node::TestNode, skip};
 use serde_json::Value;
 use xtask::{
-    control_plane::ControlPlane,
+    control_plane::{self, ControlPlane},
     k8s::{self, K8sBin},
 };
 
-pub const NODE: &str = "testnode";
+pub const NODE: &str = kernlet_tests::node::NODE_NAME;
 
-/// The control plane, or `None` (after printing the skip) without the binaries.
+/// The control plane, or `None` (after printing the skip) without the binaries; the cluster of
+/// `$KERNLET_E2E_KUBECONFIG` instead when it is set.
 pub fn control_plane(test: &str) -> Result<Option<ControlPlane>> {
+    if let Some(path) = std::env::var_os(control_plane::E2E_KUBECONFIG) {
+        return Ok(Some(ControlPlane::external(path.as_ref(), NODE)?));
+    }
     match k8s::find()? {
         K8sBin::Found(bin) => Ok(Some(ControlPlane::start(&bin)?)),
         K8sBin::Missing(reason) => {
@@ -21,6 +25,21 @@ pub fn control_plane(test: &str) -> Result<Option<ControlPlane>> {
             Ok(None)
         }
     }
+}
+
+/// A local control plane for a test that stops, reconfigures or proxies it; `None` (after
+/// printing the skip) without the binaries or when the tests run against an external cluster.
+pub fn local_control_plane(test: &str) -> Result<Option<ControlPlane>> {
+    let plane = control_plane(test)?;
+    if plane.as_ref().is_some_and(ControlPlane::is_external) {
+        skip(
+            test,
+            "it stops, reconfigures or proxies the API server, which an external cluster \
+             ($KERNLET_E2E_KUBECONFIG) does not allow",
+        );
+        return Ok(None);
+    }
+    Ok(plane)
 }
 
 /// kernlet as node `testnode` of `plane`: its kubelet port trusts the cluster CA, asks the API

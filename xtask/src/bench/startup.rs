@@ -431,9 +431,11 @@ impl Kernlet {
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let secure = http::TlsClient {
+            host: "127.0.0.1".to_owned(),
             port: secure_port,
             pki: fixture.client_pki()?,
             server_ca: dir.join("root/pki/kubelet.crt"),
+            server_name: "localhost".to_owned(),
         };
         let mut kernlet = Self {
             child: Some(child),

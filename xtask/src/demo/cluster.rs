@@ -80,7 +80,7 @@ pub(super) fn run(
     let (code, body) = client.send(
         "POST",
         "/apis/apps/v1/namespaces/default/deployments",
-        &deployment("hello", 3),
+        &deployment("hello", 3, NODE),
     )?;
     if code != 201 {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);

@@ -32,10 +32,21 @@ struct Ca {
     key: KeyPair,
 }
 
-/// etcd and kube-apiserver, running until dropped.
+mod external;
+
+/// The environment variable naming an external cluster's admin kubeconfig: the cluster tests
+/// then run against it instead of a local control plane ([`ControlPlane::external`]).
+pub const E2E_KUBECONFIG: &str = "KERNLET_E2E_KUBECONFIG";
+
+/// etcd and kube-apiserver, running until dropped; or an external cluster's API server.
 pub struct ControlPlane {
     dir: tempfile::TempDir,
-    ca: Ca,
+    /// The cluster CA's key, which only a local control plane has.
+    ca: Option<Ca>,
+    /// The API server's host: `127.0.0.1` locally.
+    host: String,
+    /// The name its serving certificate is verified against.
+    server_name: String,
     bin: PathBuf,
     etcd_port: u16,
     children: Vec<(&'static str, Child)>,
@@ -63,7 +74,9 @@ impl ControlPlane {
                 key: PathBuf::new(),
             },
             dir,
-            ca,
+            ca: Some(ca),
+            host: "127.0.0.1".to_owned(),
+            server_name: "localhost".to_owned(),
             bin: bin.to_owned(),
             etcd_port: 0,
             children: Vec::new(),
@@ -81,7 +94,14 @@ impl ControlPlane {
     /// The API server's URL.
     #[must_use]
     pub fn server(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.host, self.port)
+    }
+
+    /// Whether this is an external cluster ([`E2E_KUBECONFIG`]): nothing of it can be
+    /// stopped, reconfigured or stood in front of on loopback.
+    #[must_use]
+    pub fn is_external(&self) -> bool {
+        self.ca.is_none()
     }
 
     /// The cluster CA certificate (PEM file).
@@ -92,40 +112,45 @@ impl ControlPlane {
 
     /// A client certificate for user `cn` in groups `orgs`, signed by the cluster CA, written
     /// as `<name>.crt` / `<name>.key`.
+    /// An external cluster signs it through a CSR its admin approves.
     pub fn issue(&self, name: &str, cn: &str, orgs: &[&str]) -> Result<ClientPki> {
+        let Some(ca) = &self.ca else {
+            return external::issue(self, name, cn, orgs);
+        };
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, cn);
-        for org in orgs {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, *org);
-        }
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &self.ca.cert, &self.ca.key)?;
+        let cert = client_params(cn, orgs)?.signed_by(&key, &ca.cert, &ca.key)?;
+        self.write_client(name, cert.pem().as_bytes(), &key)
+    }
+
+    /// Writes a client's certificate and key as `<name>.crt` / `<name>.key`.
+    fn write_client(&self, name: &str, cert: &[u8], key: &KeyPair) -> Result<ClientPki> {
         let pki = ClientPki {
             ca: self.ca_file(),
             cert: self.dir.path().join(format!("{name}.crt")),
             key: self.dir.path().join(format!("{name}.key")),
         };
-        fs::write(&pki.cert, cert.pem())?;
+        fs::write(&pki.cert, cert)?;
         fs::write(&pki.key, key.serialize_pem())?;
         Ok(pki)
     }
 
     /// A kubeconfig for `pki`'s user, written as `<name>.kubeconfig`.
     pub fn kubeconfig(&self, name: &str, pki: &ClientPki) -> Result<PathBuf> {
-        self.kubeconfig_at(name, pki, self.port)
+        self.kubeconfig_to(name, pki, &self.server())
     }
 
     /// As [`ControlPlane::kubeconfig`], with the server at `port` on loopback instead (a
     /// [`crate::fault_proxy::FaultProxy`] in front of the API server; the server's certificate
     /// names 127.0.0.1, so TLS verifies through it).
     pub fn kubeconfig_at(&self, name: &str, pki: &ClientPki, port: u16) -> Result<PathBuf> {
+        self.kubeconfig_to(name, pki, &format!("https://127.0.0.1:{port}"))
+    }
+
+    fn kubeconfig_to(&self, name: &str, pki: &ClientPki, server: &str) -> Result<PathBuf> {
         let path = self.dir.path().join(format!("{name}.kubeconfig"));
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    \
-             server: https://127.0.0.1:{port}\n    certificate-authority: {ca}\nusers:\n\
+             server: {server}\n    certificate-authority: {ca}\nusers:\n\
              - name: {name}\n  user:\n    client-certificate: {cert}\n    client-key: {key}\n\
              contexts:\n- name: {name}\n  context:\n    cluster: local\n    user: {name}\n\
              current-context: {name}\n",
@@ -135,6 +160,14 @@ impl ControlPlane {
         );
         fs::write(&path, text)?;
         Ok(path)
+    }
+
+    /// The API server's serving certificate and key (PEM files), for a proxy that stands in
+    /// for it ([`crate::api_fault::ApiFaultProxy`]).
+    #[must_use]
+    pub fn serving_pair(&self) -> (PathBuf, PathBuf) {
+        let dir = self.dir.path();
+        (dir.join("apiserver.crt"), dir.join("apiserver.key"))
     }
 
     /// A kubeconfig that authenticates with bearer `token`, written as `<name>.kubeconfig`.
@@ -231,9 +264,11 @@ impl ControlPlane {
     #[must_use]
     pub fn client(&self, pki: &ClientPki) -> TlsClient {
         TlsClient {
+            host: self.host.clone(),
             port: self.port,
             pki: pki.clone(),
             server_ca: self.ca_file(),
+            server_name: self.server_name.clone(),
         }
     }
 
@@ -255,6 +290,10 @@ impl ControlPlane {
     }
 
     fn write_serving_pki(&self) -> Result<()> {
+        let ca = self
+            .ca
+            .as_ref()
+            .context("a local control plane has its CA")?;
         let key = KeyPair::generate()?;
         let names: Vec<String> = [
             "127.0.0.1",
@@ -272,7 +311,7 @@ impl ControlPlane {
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.ca.cert, &self.ca.key)?;
+        let cert = params.signed_by(&key, &ca.cert, &ca.key)?;
         let dir = self.dir.path();
         fs::write(dir.join("apiserver.crt"), cert.pem())?;
         fs::write(dir.join("apiserver.key"), key.serialize_pem())?;
@@ -347,8 +386,22 @@ impl ControlPlane {
     /// know), and waits until the controllers work: the `default` namespace has its `default`
     /// service account.
     pub fn start_controllers(&mut self) -> Result<()> {
+        self.start_controllers_signing(None)
+    }
+
+    /// [`Self::start_controllers`] with the signer's certificates valid for `duration` (the
+    /// controller manager's `--cluster-signing-duration`, e.g. `3m`; its default is a year).
+    /// An external cluster runs its own: nothing is started, and its signing duration cannot
+    /// be set.
+    pub fn start_controllers_signing(&mut self, duration: Option<&str>) -> Result<()> {
+        let Some(ca) = &self.ca else {
+            if let Some(duration) = duration {
+                bail!("an external cluster's signing duration is its own (asked for {duration})");
+            }
+            return Ok(());
+        };
         let dir = self.dir.path().to_owned();
-        fs::write(dir.join("ca.key"), self.ca.key.serialize_pem())?;
+        fs::write(dir.join("ca.key"), ca.key.serialize_pem())?;
         let file = |name: &str| dir.join(name).display().to_string();
         let controllers =
             self.issue("controller-manager", "system:kube-controller-manager", &[])?;
@@ -381,7 +434,8 @@ impl ControlPlane {
                     flag("service-account-private-key-file", &file("sa.key")),
                     flag("use-service-account-credentials", "true"),
                     flag("controllers", "*,bootstrapsigner,tokencleaner"),
-                ]),
+                ])
+                .args(duration.map(|d| flag("cluster-signing-duration", d))),
         )?;
         self.spawn(
             "kube-scheduler",
@@ -411,6 +465,9 @@ impl ControlPlane {
 
     /// Kills kube-apiserver (an outage: etcd and its data stay).
     pub fn stop_apiserver(&mut self) -> Result<()> {
+        if self.is_external() {
+            bail!("an external cluster's API server cannot be stopped");
+        }
         for (name, child) in &mut self.children {
             if *name == "kube-apiserver" {
                 child.kill()?;
@@ -511,20 +568,22 @@ impl Drop for ControlPlane {
     }
 }
 
-/// A Deployment `name` in `default` with `replicas` pods of one container that sleeps (the
-/// test image), small requests, and no service account token (projected token volumes are not
-/// built yet).
+/// A Deployment `name` in `default` with `replicas` pods for `node` (its `nodeSelector`, for a
+/// cluster with other nodes) of one container that sleeps (the test image), small requests, and
+/// no service account token (projected token volumes are not built yet). Labelled
+/// `kernlet-test=true`, so an external cluster's next run can find and remove it.
 #[must_use]
-pub fn deployment(name: &str, replicas: u32) -> String {
+pub fn deployment(name: &str, replicas: u32, node: &str) -> String {
     serde_json::json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name, "namespace": "default", "labels": {"kernlet-test": "true"}},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
                 "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node},
                     "automountServiceAccountToken": false,
                     "terminationGracePeriodSeconds": 2,
                     "containers": [{
@@ -538,6 +597,19 @@ pub fn deployment(name: &str, replicas: u32) -> String {
         }
     })
     .to_string()
+}
+
+/// A client certificate's parameters: user `cn` in groups `orgs`.
+fn client_params(cn: &str, orgs: &[&str]) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    for org in orgs {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, *org);
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
 }
 
 /// The last `lines` lines of `text`.
