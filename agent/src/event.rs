@@ -25,6 +25,9 @@ pub mod reason {
     pub const PROBE_WARNING: &str = "ProbeWarning";
     pub const FAILED_POST_START_HOOK: &str = "FailedPostStartHook";
     pub const FAILED_PRE_STOP_HOOK: &str = "FailedPreStopHook";
+    /// A volume could not be set up (about the pod; its containers wait in
+    /// `ContainerCreating`).
+    pub const FAILED_MOUNT: &str = "FailedMount";
     pub const STARTING: &str = "Starting";
 }
 

@@ -275,6 +275,7 @@ fn api_pods_run_report_status_and_are_deleted_gracefully() -> Result<()> {
 
     // Pods that do not fit are rejected with upstream's reasons and never run.
     check_rejections(&plane, &node)?;
+    check_failed_mount(&plane, &node)?;
 
     // Deleting it: kernlet stops it within its grace and removes the object.
     let (code, body) = admin.send("DELETE", path, "")?;
@@ -467,5 +468,46 @@ fn check_rejections(plane: &ControlPlane, node: &TestNode) -> Result<()> {
         let event = wait_for_event(node, plane, name, reason)?;
         ensure!(event["type"] == "Warning", "{event:#}");
     }
+    Ok(())
+}
+
+/// A pod whose volume cannot be set up (a `hostPath` of type `Directory` that does not exist):
+/// upstream's `FailedMount` event about the pod, and its container waiting in
+/// `ContainerCreating`.
+fn check_failed_mount(plane: &ControlPlane, node: &TestNode) -> Result<()> {
+    let name = "nomount";
+    let missing = "/nonexistent/kernlet-test-volume";
+    let mut spec: Value = serde_json::from_str(&bound_pod(name))?;
+    let volume = serde_json::json!({
+        "volumes": [{"name": "data", "hostPath": {"path": missing, "type": "Directory"}}],
+        "containers": [{"volumeMounts": [{"name": "data", "mountPath": "/data"}]}]
+    });
+    merge(&mut spec["spec"], &volume);
+    let admin = plane.client(&plane.admin);
+    let (code, body) = admin.send("POST", "/api/v1/namespaces/default/pods", &spec.to_string())?;
+    ensure!(code == 201, "create {name}: {code} {body}");
+    let event = wait_for_event(node, plane, name, "FailedMount")?;
+    ensure!(event["type"] == "Warning", "{event:#}");
+    ensure!(event["involvedObject"]["fieldPath"].is_null(), "{event:#}");
+    let message = event["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.starts_with("MountVolume.SetUp failed") && message.contains(missing),
+        "{event:#}"
+    );
+    let path = format!("/api/v1/namespaces/default/pods/{name}");
+    let mut pod = Value::Null;
+    node.wait_until(
+        "the container waits in ContainerCreating",
+        Duration::from_secs(30),
+        |_| {
+            pod = plane.get_json(&path).unwrap_or(Value::Null);
+            Ok(
+                pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                    == "ContainerCreating",
+            )
+        },
+    )
+    .with_context(|| format!("{pod:#}"))?;
+    ensure!(pod["status"]["phase"] == "Pending", "{pod:#}");
     Ok(())
 }

@@ -321,16 +321,19 @@ impl Executor {
         let pod_ips: Vec<String> = sandbox.ip.iter().cloned().collect();
         let files = spec::plan_container_files(pod, target, restart_count, &pod_ips, &self.node);
         let prepared = match files {
-            Ok(files) => prepare(files).await.map_err(|message| Waiting {
-                reason: "CreateContainerConfigError".into(),
-                message,
-            }),
+            Ok(files) => prepare(files).await,
             Err(error) => Err(Waiting {
                 reason: error.reason().to_owned(),
                 message: error.to_string(),
             }),
         };
-        if let Err(waiting) = prepared {
+        if let Err(mut waiting) = prepared {
+            if self.failed_mount(pod, &waiting) {
+                waiting = Waiting {
+                    reason: CONTAINER_CREATING.to_owned(),
+                    message: String::new(),
+                };
+            }
             return Err(Self::wait(uid, &name, waiting, memory, &events));
         }
         let config = match spec::container_config(
@@ -433,6 +436,20 @@ impl Executor {
         })
     }
 
+    /// When `waiting` is a volume failure: records upstream's `FailedMount` event about the pod
+    /// (its containers then wait in `ContainerCreating`, as upstream's volume manager leaves
+    /// them) and says so.
+    fn failed_mount(&self, pod: &Pod, waiting: &Waiting) -> bool {
+        if waiting.reason != spec::FAILED_MOUNT {
+            return false;
+        }
+        let message = format!("MountVolume.SetUp failed: {}", waiting.message);
+        self.events
+            .about(Involved::pod(pod))
+            .warning(reason::FAILED_MOUNT, message);
+        true
+    }
+
     /// Records why container `name` waits and returns the matching error; the `Failed` event
     /// says `Error: ` and, as upstream's error values read, the reason for image failures and
     /// the message otherwise (a failed postStart hook has had its own event).
@@ -446,7 +463,8 @@ impl Executor {
         tracing::warn!(%uid, container = %name, reason = %waiting.reason, message = %waiting.message,
             "container cannot start");
         match waiting.reason.as_str() {
-            "PostStartHookError" => {}
+            // Their own events: the hook's, the pod's FailedMount.
+            "PostStartHookError" | CONTAINER_CREATING => {}
             r @ ("ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" | "ErrImageInspect") => {
                 events.warning(reason::FAILED, format!("Error: {r}"));
             }
@@ -482,13 +500,24 @@ impl Executor {
 
 /// Creates a volume plan's directories, files and mounts on the host (blocking work, off the
 /// async threads).
-async fn prepare(plan: spec::VolumePlan) -> Result<(), String> {
+/// Sets up the host side of the volumes; a failure keeps its reason (`FailedMount`).
+async fn prepare(plan: spec::VolumePlan) -> Result<(), Waiting> {
     tokio::task::spawn_blocking(move || {
-        spec::prepare_volumes(&plan, Path::new("/")).map_err(|e| e.to_string())
+        spec::prepare_volumes(&plan, Path::new("/")).map_err(|e| Waiting {
+            reason: e.reason().to_owned(),
+            message: e.to_string(),
+        })
     })
     .await
-    .map_err(|e| format!("volume preparation task failed: {e}"))?
+    .map_err(|e| Waiting {
+        reason: spec::CREATE_CONTAINER_CONFIG_ERROR.to_owned(),
+        message: format!("volume preparation task failed: {e}"),
+    })?
 }
+
+/// The waiting reason of a container whose pod's volumes are not set up (upstream's default
+/// waiting state).
+const CONTAINER_CREATING: &str = "ContainerCreating";
 
 fn spec_error(uid: &str, message: &str) -> ExecuteError {
     ExecuteError::Spec {

@@ -4,7 +4,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kernlet_cri::v1;
 
 use super::{Current, ExecuteError, Executor, prepare, spec_error};
-use crate::reconcile::{spec, state::PodRuntime};
+use crate::reconcile::{
+    spec,
+    state::{PodRuntime, Waiting},
+};
 
 impl Executor {
     /// Creates the pod's cgroup and applies its limits before its sandbox exists; returns the
@@ -32,11 +35,19 @@ impl Executor {
         pod: &Pod,
         attempt: u32,
     ) -> Result<Current, ExecuteError> {
-        let volumes =
-            spec::plan_volumes(pod, &self.node).map_err(|e| spec_error(uid, &e.to_string()))?;
-        prepare(volumes)
-            .await
-            .map_err(|message| spec_error(uid, &message))?;
+        // Volumes first, as upstream waits for them before the sandbox: a failure is the pod's
+        // FailedMount event (its containers wait in ContainerCreating meanwhile).
+        let prepared = match spec::plan_volumes(pod, &self.node) {
+            Ok(volumes) => prepare(volumes).await,
+            Err(error) => Err(Waiting {
+                reason: error.reason().to_owned(),
+                message: error.to_string(),
+            }),
+        };
+        if let Err(waiting) = prepared {
+            self.failed_mount(pod, &waiting);
+            return Err(spec_error(uid, &waiting.message));
+        }
 
         let parent = self.ensure_pod_cgroup(uid, pod).await?;
         let config =

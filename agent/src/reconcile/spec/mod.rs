@@ -67,7 +67,7 @@ pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
 pub const CREATE_POD_SANDBOX_ERROR: &str = "CreatePodSandboxError";
 /// Upstream's `FailedMount` event reason: a volume could not be set up (containers stay waiting
 /// in `ContainerCreating`).
-pub const FAILED_MOUNT: &str = "FailedMount";
+pub const FAILED_MOUNT: &str = crate::event::reason::FAILED_MOUNT;
 
 /// What the builders need to know about the node, as the upstream kubelet knows it.
 #[derive(Debug, Clone)]
