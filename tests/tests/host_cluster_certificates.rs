@@ -236,5 +236,23 @@ fn a_node_bootstraps_and_renews_its_certificates() -> Result<()> {
         approver.approved() >= 2,
         "the serving certificate was renewed"
     );
+    check_ttls(&node)
+}
+
+/// Upstream's certificate metrics, which clusters alert on: both certificates valid for a
+/// while yet (at most the signing duration).
+fn check_ttls(node: &kernlet_tests::node::TestNode) -> Result<()> {
+    let metrics = node.get("/metrics")?;
+    for family in [
+        "kubelet_certificate_manager_client_ttl_seconds",
+        "kubelet_certificate_manager_server_ttl_seconds",
+    ] {
+        let ttl: f64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{family} ")))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {family} in\n{metrics}"))?;
+        ensure!(ttl > 0.0 && ttl <= 150.0, "{family} {ttl}");
+    }
     Ok(())
 }

@@ -24,12 +24,14 @@ use tokio_util::sync::CancellationToken;
 use super::credentials::Credentials;
 use super::csr::{self, Identity, PairStore};
 use super::pause;
-use crate::stats::metrics::Metrics;
+use crate::stats::metrics::{CertificateKind, Metrics};
 
 /// How long a request may wait for approval and signing (upstream's 15 minutes).
 const WAIT_FOR: Duration = Duration::from_mins(15);
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 const LAST_RETRY: Duration = Duration::from_mins(5);
+/// The longest sleep before the wall clock is looked at again.
+const LONGEST_NAP: Duration = Duration::from_hours(1);
 
 /// Which certificate a manager keeps.
 #[derive(Debug, Clone)]
@@ -60,22 +62,35 @@ impl CertificateManager {
     pub async fn run(&self, cancel: &CancellationToken) {
         let mut retry = FIRST_RETRY;
         let mut just_renewed = false;
+        // The renewal time of the certificate in use, by its end: drawn once per certificate.
+        let mut planned: Option<(SystemTime, SystemTime)> = None;
         loop {
             let now = crate::clock::wall();
             let current = std::fs::read(self.store.current())
                 .ok()
                 .or_else(|| self.initial.clone());
-            let deadline = current
-                .as_deref()
-                .and_then(csr::validity)
-                .map(|(from, to)| renewal_deadline(from, to, crate::clock::random_fraction()));
-            if deadline.is_some_and(|d| d > now) {
-                retry = FIRST_RETRY;
-            }
+            let validity = current.as_deref().and_then(csr::validity);
+            self.metrics
+                .set_certificate_expiry(self.metric_kind(), validity.map(|(_, to)| to));
+            let deadline = validity.map(|(from, to)| match planned {
+                Some((end, deadline)) if end == to => deadline,
+                _ => {
+                    let deadline = renewal_deadline(from, to, crate::clock::random_fraction());
+                    tracing::info!(certificate = self.call(), expires = ?to, renewal = ?deadline,
+                            "certificate renewal planned");
+                    planned = Some((to, deadline));
+                    deadline
+                }
+            });
             if let Some(wait) = deadline.and_then(|d| d.duration_since(now).ok()) {
-                tracing::info!(certificate = self.call(), ?wait, "next certificate renewal");
-                if !pause(wait, cancel).await {
+                retry = FIRST_RETRY;
+                // Naps of at most an hour, so a wall clock that jumps (a resumed machine) is
+                // noticed.
+                if !pause(wait.min(LONGEST_NAP), cancel).await {
                     return;
+                }
+                if wait > LONGEST_NAP {
+                    continue;
                 }
             } else if just_renewed {
                 // A certificate due as soon as it is issued (its lifetime shorter than the
@@ -103,6 +118,8 @@ impl CertificateManager {
                     }
                 }
                 Err(error) => {
+                    self.metrics
+                        .count_certificate_renew_error(self.metric_kind());
                     tracing::warn!(certificate = self.call(), %error, ?retry, "certificate renewal failed; trying again");
                     if !pause(retry, cancel).await {
                         return;
@@ -118,6 +135,13 @@ impl CertificateManager {
     #[must_use]
     pub const fn task_name(&self) -> &'static str {
         self.call()
+    }
+
+    const fn metric_kind(&self) -> CertificateKind {
+        match self.kind {
+            Kind::Client(_) => CertificateKind::Client,
+            Kind::Serving { .. } => CertificateKind::Serving,
+        }
     }
 
     const fn call(&self) -> &'static str {

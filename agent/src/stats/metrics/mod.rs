@@ -30,7 +30,7 @@ use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 
-pub use self::own::Metrics;
+pub use self::own::{CertificateKind, Metrics};
 
 /// The content type of every metrics response.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

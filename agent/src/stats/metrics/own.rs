@@ -14,6 +14,14 @@
 //! | `kernlet_pleg_exit_events_total` | counter | `source` | `reconcile::exits::ExitCounts` (exits seen in `containerd` task events or through a `pidfd`) |
 //! | `kernlet_pleg_exit_to_status_seconds` | histogram | | `status::store::StatusStore` (runtime's `finishedAt` to the status showing the exit) |
 //! | `kernlet_api_requests_total` | counter | `call`, `result` | cluster mode: API server calls (`register`, `node-status`, `lease`, ...), `ok` or `error` |
+//! | `kubelet_certificate_manager_client_ttl_seconds` | gauge | | `rotateCertificates`: seconds until the client certificate expires (`+Inf` without one) |
+//! | `kubelet_certificate_manager_client_expiration_renew_errors` | counter | | `rotateCertificates`: failed renewals |
+//! | `kubelet_certificate_manager_server_ttl_seconds` | gauge | | `serverTLSBootstrap`: seconds until the serving certificate expires (`+Inf` without one) |
+//! | `kubelet_server_expiration_renew_errors` | counter | | `serverTLSBootstrap`: failed renewals |
+//!
+//! The four certificate families keep upstream's names (they are what clusters alert on:
+//! kube-prometheus' `KubeletClientCertificateExpiration` and the like) and appear only when
+//! their manager runs, as upstream registers them.
 //!
 //! The eBPF run statistics are cumulative in the kernel (and only advance while
 //! `kernel.bpf_stats_enabled` is 1), so they are set, not incremented. The CRI buckets are
@@ -72,6 +80,37 @@ const EXIT_TO_STATUS: Desc = Desc::histogram(
     "kernlet_pleg_exit_to_status_seconds",
     "Time from a container's exit, as the runtime stamped it, to the pod status showing it.",
 );
+
+const CLIENT_TTL: Desc = Desc::gauge(
+    "kubelet_certificate_manager_client_ttl_seconds",
+    "Seconds until the kubelet's client certificate expires (negative once expired; +Inf without a usable certificate).",
+);
+const CLIENT_RENEW_ERRORS: Desc = Desc::counter(
+    "kubelet_certificate_manager_client_expiration_renew_errors",
+    "Cumulative count of failed client certificate renewals.",
+);
+const SERVER_TTL: Desc = Desc::gauge(
+    "kubelet_certificate_manager_server_ttl_seconds",
+    "Seconds until the kubelet's serving certificate expires (negative once expired; +Inf without a usable certificate).",
+);
+const SERVER_RENEW_ERRORS: Desc = Desc::counter(
+    "kubelet_server_expiration_renew_errors",
+    "Cumulative count of failed serving certificate renewals.",
+);
+
+/// Which certificate a certificate manager keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CertificateKind {
+    Client,
+    Serving,
+}
+
+/// What `/metrics` shows of one certificate manager.
+#[derive(Debug, Clone, Copy, Default)]
+struct CertificateState {
+    expires: Option<std::time::SystemTime>,
+    renew_errors: u64,
+}
 
 /// 0.005 s × 2.5^i for i in 0..14, as upstream's runtime operation histogram.
 const CRI_BUCKETS: [f64; 14] = [
@@ -162,6 +201,7 @@ struct State {
     exits: Option<Arc<ExitCounts>>,
     /// `(call, ok)` -> count.
     api: BTreeMap<(&'static str, bool), u64>,
+    certificates: BTreeMap<CertificateKind, CertificateState>,
 }
 
 /// kernlet's own metrics, shared between the daemon's tasks and the server.
@@ -225,6 +265,25 @@ impl Metrics {
         *self.state().api.entry((call, ok)).or_default() += 1;
     }
 
+    /// Sets when the `kind` certificate in use expires (`None`: there is none); its families
+    /// appear from the first call on.
+    pub fn set_certificate_expiry(
+        &self,
+        kind: CertificateKind,
+        expires: Option<std::time::SystemTime>,
+    ) {
+        self.state().certificates.entry(kind).or_default().expires = expires;
+    }
+
+    /// Counts one failed renewal of the `kind` certificate.
+    pub fn count_certificate_renew_error(&self, kind: CertificateKind) {
+        self.state()
+            .certificates
+            .entry(kind)
+            .or_default()
+            .renew_errors += 1;
+    }
+
     /// Exposes the static pod source's manifest error counter
     /// (`StaticPodSource::manifest_errors_counter`).
     pub fn track_manifest_errors(&self, counter: Arc<AtomicU64>) {
@@ -286,7 +345,67 @@ impl Metrics {
         if let Some(exits) = &state.exit_to_status {
             out.histogram(&EXIT_TO_STATUS, Vec::new(), &exits.value(), None);
         }
+        let now = crate::clock::wall();
+        for (kind, certificate) in &state.certificates {
+            let (ttl, errors) = match kind {
+                CertificateKind::Client => (&CLIENT_TTL, &CLIENT_RENEW_ERRORS),
+                CertificateKind::Serving => (&SERVER_TTL, &SERVER_RENEW_ERRORS),
+            };
+            let seconds = certificate.expires.map_or(f64::INFINITY, |expires| {
+                match expires.duration_since(now) {
+                    Ok(left) => left.as_secs() as f64,
+                    Err(past) => -(past.duration().as_secs() as f64),
+                }
+            });
+            out.sample(ttl, Vec::new(), seconds, None);
+            out.sample(errors, Vec::new(), certificate.renew_errors as f64, None);
+        }
         drop(state);
         out.encode()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the unlabelled sample `name` in `text`.
+    fn value(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn certificate_families_appear_with_their_managers() {
+        let metrics = Metrics::new();
+        let text = metrics.render().unwrap();
+        assert!(!text.contains("kubelet_certificate_manager"), "{text}");
+
+        let in_an_hour = crate::clock::wall() + Duration::from_hours(1);
+        metrics.set_certificate_expiry(CertificateKind::Client, Some(in_an_hour));
+        metrics.count_certificate_renew_error(CertificateKind::Client);
+        metrics.set_certificate_expiry(CertificateKind::Serving, None);
+        let text = metrics.render().unwrap();
+        let ttl = value(&text, "kubelet_certificate_manager_client_ttl_seconds").unwrap();
+        assert!((3590.0..=3600.0).contains(&ttl), "{ttl}");
+        assert!(text.contains("# TYPE kubelet_certificate_manager_client_ttl_seconds gauge"));
+        let errors = "kubelet_certificate_manager_client_expiration_renew_errors";
+        assert_eq!(value(&text, errors), Some(1.0), "{text}");
+        let serving = value(&text, "kubelet_certificate_manager_server_ttl_seconds").unwrap();
+        assert!(
+            serving.is_infinite() && serving > 0.0,
+            "no serving certificate yet"
+        );
+        assert_eq!(
+            value(&text, "kubelet_server_expiration_renew_errors"),
+            Some(0.0)
+        );
+
+        let an_hour_ago = crate::clock::wall() - Duration::from_hours(1);
+        metrics.set_certificate_expiry(CertificateKind::Client, Some(an_hour_ago));
+        let text = metrics.render().unwrap();
+        let ttl = value(&text, "kubelet_certificate_manager_client_ttl_seconds").unwrap();
+        assert!((-3610.0..=-3599.0).contains(&ttl), "expired: {ttl}");
     }
 }
