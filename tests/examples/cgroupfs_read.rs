@@ -154,7 +154,7 @@ async fn measure(dirs: &[PathBuf], files: &[CgroupFile], rounds: usize) -> Resul
                 }
                 Variant::PreadReuse => {
                     let mut read = 0;
-                    for cgroup in &kept {
+                    for cgroup in &mut kept {
                         read += count(&cgroup.read(&mut texts)?);
                     }
                     read

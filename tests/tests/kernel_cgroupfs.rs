@@ -43,7 +43,7 @@ fn busy_loop() -> Result<Child> {
 fn cpu_usage_grows_by_the_busy_time_and_kept_files_see_it() -> Result<()> {
     let cgroup = TestCgroup::create("kernlet-cgroupfs-test")?;
     let mut texts = FileTexts::default();
-    let kept = CgroupFiles::open(cgroup.path(), &CgroupFile::ALL)?
+    let mut kept = CgroupFiles::open(cgroup.path(), &CgroupFile::ALL)?
         .context("the test cgroup is missing")?;
     let before = sample(kept.read(&mut texts)?)?;
     let children_before = children_cpu_usec()?;
@@ -110,7 +110,7 @@ fn cpu_usage_grows_by_the_busy_time_and_kept_files_see_it() -> Result<()> {
 #[ignore = "kernel: needs root and a cgroup v2 hierarchy; run by cargo xtask test (host and VM)"]
 fn a_removed_cgroup_reads_as_gone() -> Result<()> {
     let cgroup = TestCgroup::create("kernlet-cgroupfs-gone")?;
-    let kept = CgroupFiles::open(cgroup.path(), &CgroupFile::ALL)?
+    let mut kept = CgroupFiles::open(cgroup.path(), &CgroupFile::ALL)?
         .context("the test cgroup is missing")?;
     let mut texts = FileTexts::default();
     sample(kept.read(&mut texts)?)?;

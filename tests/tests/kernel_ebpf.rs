@@ -388,3 +388,66 @@ fn block_io_is_attributed_to_the_issuing_cgroup() -> Result<()> {
     );
     Ok(())
 }
+
+/// Cgroups of the batch test: more than one `BPF_MAP_LOOKUP_BATCH` call holds in the
+/// run-queue map (about 30 histograms per call), so the calls' continuation is exercised.
+const BATCH_CGROUPS: usize = 40;
+
+/// The batched reading of the maps (a few `BPF_MAP_LOOKUP_BATCH` calls) gives exactly what the
+/// entry-by-entry reading gives, for cgroups whose tasks have finished (so nothing changes their
+/// entries between the two reads), and finds every cgroup the other finds.
+#[test]
+#[ignore = "kernel: needs root and a BPF-capable kernel; run by cargo xtask test (host and VM)"]
+fn batched_map_reads_match_entry_by_entry_reads() -> Result<()> {
+    let probes = load(None)?;
+    require(&probes, &["sched_switch"])?;
+    let mut cgroups = Vec::new();
+    for i in 0..BATCH_CGROUPS {
+        let cgroup = TestCgroup::create(&format!("kernlet-ebpf-batch-{i}"))?;
+        // A sleep and a wake-up: a switch, a run-queue wait and page faults for the cgroup.
+        let status = cgroup.command("sh").args(["-c", "sleep 0.01"]).status()?;
+        ensure!(status.success(), "sleep in {i} failed");
+        cgroups.push(cgroup);
+    }
+    // A reaped task's last switch out can still run on another CPU just after its wait returns.
+    thread::sleep(Duration::from_millis(100));
+    let batched = probes.counters()?;
+    let entries = probes.counters_entry_by_entry()?;
+    let runq = batched
+        .values()
+        .filter(|c| c.runq_latency.is_some())
+        .count();
+    println!(
+        "batched: {} cgroups ({runq} with run-queue histograms), entry by entry: {}",
+        batched.len(),
+        entries.len()
+    );
+    for cgroup in &cgroups {
+        let id = cgroup.id()?;
+        let ours = batched
+            .get(&id)
+            .with_context(|| format!("batch missed {id}"))?;
+        let reference = entries.get(&id).with_context(|| format!("no entry {id}"))?;
+        ensure!(ours.switches.unwrap_or_default() > 0, "no switch for {id}");
+        ensure!(
+            ours == reference,
+            "cgroup {id}: batched {ours:?} != entry by entry {reference:?}"
+        );
+    }
+    // Cgroups elsewhere on the node keep running between the reads, but none may go missing.
+    let missing: Vec<_> = entries
+        .keys()
+        .filter(|id| !batched.contains_key(id))
+        .collect();
+    ensure!(
+        missing.len() <= entries.len() / 20,
+        "batched reading missed {} of {} cgroups",
+        missing.len(),
+        entries.len()
+    );
+    ensure!(
+        batched.len() > BATCH_CGROUPS,
+        "too few cgroups to span calls"
+    );
+    Ok(())
+}

@@ -36,7 +36,7 @@ fn memory_pids_and_io_files_are_read() -> Result<()> {
     let cgroup = TestCgroup::create("kernlet-cgroupfs-vm")?;
     fs::write(cgroup.path().join("memory.max"), (256 * MIB).to_string())?;
     fs::write(cgroup.path().join("pids.max"), "64")?;
-    let kept = CgroupFiles::open(cgroup.path(), &CgroupFile::ALL)?
+    let mut kept = CgroupFiles::open(cgroup.path(), &CgroupFile::ALL)?
         .context("the test cgroup is missing")?;
     let mut texts = FileTexts::default();
     let empty = sample(kept.read(&mut texts)?)?;

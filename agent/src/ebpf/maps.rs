@@ -5,6 +5,8 @@
 use std::{
     collections::{HashMap, HashSet},
     io,
+    mem::size_of,
+    os::fd::AsFd,
 };
 
 use aya::{
@@ -17,7 +19,7 @@ use kernlet_ebpf_common::{
 };
 
 use super::counters::{self, EbpfCounters, LatencyHistogram, OomVictim};
-use super::{EbpfError, Probes, load::Object};
+use super::{EbpfError, Probes, batch, load::Object};
 
 const _: () = assert!(HISTOGRAM_BUCKETS == counters::HISTOGRAM_BUCKETS);
 
@@ -96,13 +98,24 @@ fn shared_remove<V: Pod>(map: &mut Map, cgroup: u64) -> Result<(), MapError> {
     BpfHashMap::<&mut MapData, u64, V>::try_from(map)?.remove(&cgroup)
 }
 
-pub(super) fn counters(probes: &Probes) -> Result<HashMap<u64, EbpfCounters>, EbpfError> {
-    let cpu = read_per_cpu::<CpuCounters>(probes, CPU_MAP, CpuCounters::merged)?;
-    let net = read_per_cpu::<NetCounters>(probes, NET_MAP, NetCounters::merged)?;
-    let faults = read_per_cpu::<u64>(probes, FAULT_MAP, u64::wrapping_add)?;
-    let runq = read_shared::<Histogram>(probes, RUNQ_MAP)?;
-    let block = read_shared::<BlockCounters>(probes, BLOCK_MAP)?;
-    let oom = read_shared::<OomCounters>(probes, OOM_MAP)?;
+/// How the maps are read: [`batch`] calls where the kernel has them, or entry by entry (the
+/// fallback, and the reference the kernel tests compare the batches with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    Batched,
+    EntryByEntry,
+}
+
+pub(super) fn counters(
+    probes: &Probes,
+    how: Reading,
+) -> Result<HashMap<u64, EbpfCounters>, EbpfError> {
+    let cpu = read_per_cpu::<CpuCounters>(probes, CPU_MAP, CpuCounters::merged, how)?;
+    let net = read_per_cpu::<NetCounters>(probes, NET_MAP, NetCounters::merged, how)?;
+    let faults = read_per_cpu::<u64>(probes, FAULT_MAP, u64::wrapping_add, how)?;
+    let runq = read_shared::<Histogram>(probes, RUNQ_MAP, how)?;
+    let block = read_shared::<BlockCounters>(probes, BLOCK_MAP, how)?;
+    let oom = read_shared::<OomCounters>(probes, OOM_MAP, how)?;
 
     let mut ids = HashSet::new();
     ids.extend(keys(cpu.as_ref()));
@@ -218,12 +231,27 @@ fn read_per_cpu<V: Pod + Default>(
     probes: &Probes,
     name: &'static str,
     merge: fn(V, V) -> V,
+    how: Reading,
 ) -> Result<Option<HashMap<u64, V>>, EbpfError> {
-    let Some(map) = required(probes, name)? else {
+    let Some(raw) = required(probes, name)? else {
         return Ok(None);
     };
     let map_error = |source| EbpfError::Map { name, source };
-    let map = PerCpuHashMap::<&MapData, u64, V>::try_from(map).map_err(map_error)?;
+    let map = PerCpuHashMap::<&MapData, u64, V>::try_from(raw).map_err(map_error)?;
+    if let (Reading::Batched, Some(cpus), Map::PerCpuHashMap(data)) =
+        (how, probes.possible_cpus(), raw)
+    {
+        let mut totals = HashMap::new();
+        let stride = batch::per_cpu_size::<V>() * cpus;
+        let read = batch::for_each(data.fd().as_fd(), stride, |cgroup, bytes| {
+            let total = batch::per_cpu::<V>(bytes).fold(V::default(), merge);
+            totals.insert(cgroup, total);
+        });
+        match read {
+            Ok(()) => return Ok(Some(totals)),
+            Err(error) => batch_refused(name, &error),
+        }
+    }
     let mut totals = HashMap::new();
     for entry in &map {
         let (cgroup, per_cpu) = entry.map_err(map_error)?;
@@ -238,16 +266,40 @@ fn read_per_cpu<V: Pod + Default>(
 fn read_shared<V: Pod>(
     probes: &Probes,
     name: &'static str,
+    how: Reading,
 ) -> Result<Option<HashMap<u64, V>>, EbpfError> {
-    let Some(map) = required(probes, name)? else {
+    let Some(raw) = required(probes, name)? else {
         return Ok(None);
     };
     let map_error = |source| EbpfError::Map { name, source };
-    let map = BpfHashMap::<&MapData, u64, V>::try_from(map).map_err(map_error)?;
-    map.iter()
-        .collect::<Result<HashMap<_, _>, _>>()
-        .map(Some)
-        .map_err(map_error)
+    let map = BpfHashMap::<&MapData, u64, V>::try_from(raw).map_err(map_error)?;
+    let mut all = HashMap::new();
+    let read = match (how, raw) {
+        (Reading::Batched, Map::HashMap(data)) => {
+            batch::for_each(data.fd().as_fd(), size_of::<V>(), |cgroup, bytes| {
+                all.insert(cgroup, batch::value::<V>(bytes));
+            })
+        }
+        _ => Err(io::ErrorKind::Unsupported.into()),
+    };
+    match read {
+        Ok(()) => Ok(Some(all)),
+        Err(error) => {
+            if how == Reading::Batched {
+                batch_refused(name, &error);
+            }
+            map.iter()
+                .collect::<Result<HashMap<_, _>, _>>()
+                .map(Some)
+                .map_err(map_error)
+        }
+    }
+}
+
+/// A kernel without batch lookups (before 5.6) or a bucket too full for one batch: the map is
+/// read entry by entry instead.
+fn batch_refused(name: &str, error: &io::Error) {
+    tracing::debug!(map = name, %error, "batch lookup refused; reading entry by entry");
 }
 
 fn keys<V>(map: Option<&HashMap<u64, V>>) -> impl Iterator<Item = u64> + '_ {

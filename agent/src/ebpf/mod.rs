@@ -24,6 +24,7 @@
 //! Layout: this file holds the API; `counters` the agent-side counter types; `load` loads and
 //! attaches programs; `maps` reads, merges and prunes the maps.
 
+mod batch;
 pub mod counters;
 mod load;
 mod maps;
@@ -33,6 +34,7 @@ pub use load::LoadError;
 use std::{collections::HashMap, os::fd::OwnedFd, path::PathBuf, time::Duration};
 
 use aya::{Ebpf, maps::MapError, programs::ProgramError};
+use maps::Reading;
 
 pub use counters::EbpfCounters;
 
@@ -127,6 +129,8 @@ pub struct Probes {
     /// Keeps `BPF_ENABLE_STATS` on while held.
     _stats: Option<OwnedFd>,
     load_time: Duration,
+    /// The possible CPUs (per-CPU values have one slot each); `None` if unreadable.
+    cpus: Option<usize>,
 }
 
 impl Probes {
@@ -159,6 +163,7 @@ impl Probes {
             programs: loaded.programs,
             _stats: stats,
             load_time: started.elapsed(),
+            cpus: aya::util::nr_cpus().ok(),
         };
         for program in &probes.programs {
             if let Err(reason) = &program.status {
@@ -194,7 +199,13 @@ impl Probes {
     /// [`EbpfCounters`] is `None` when its programs are not loaded, and zero when they are but saw
     /// nothing for that cgroup.
     pub fn counters(&self) -> Result<HashMap<u64, EbpfCounters>, EbpfError> {
-        maps::counters(self)
+        maps::counters(self, Reading::Batched)
+    }
+
+    /// [`Probes::counters`] read the way it is read on kernels without batch lookups (two
+    /// system calls per entry): the reference the kernel tests hold the batches against.
+    pub fn counters_entry_by_entry(&self) -> Result<HashMap<u64, EbpfCounters>, EbpfError> {
+        maps::counters(self, Reading::EntryByEntry)
     }
 
     /// Removes the given cgroup ids (cgroups that no longer exist) from every map.
@@ -230,6 +241,10 @@ impl Probes {
             });
         }
         Ok(costs)
+    }
+
+    fn possible_cpus(&self) -> Option<usize> {
+        self.cpus
     }
 
     fn loaded(&self, name: &str) -> bool {

@@ -22,7 +22,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    cgroupfs::{CgroupFile, CgroupFiles, CgroupRead, NodeSample, read_node, reader::FileTexts},
+    cgroupfs::{
+        CgroupFile, CgroupFiles, CgroupRead, Due, NodeSample, read_node, reader::FileTexts,
+    },
     host,
     index::{IndexedPod, PodIndex},
     metrics::Metrics,
@@ -37,6 +39,11 @@ use crate::{cgroup::CgroupManager, cri::Runtime, ebpf::Probes, status::store::Po
 pub const FS_PERIOD: Duration = Duration::from_secs(10);
 /// How often dead cgroup ids are pruned from the eBPF maps.
 const PRUNE_EVERY: u64 = 30;
+/// How often the limits files are read again (they change only when written; cAdvisor reads
+/// a container's spec far less often).
+pub const LIMITS_PERIOD: Duration = Duration::from_secs(10);
+/// How often the PSI files are read again: the kernel recomputes their averages every 2 s.
+pub const PRESSURE_PERIOD: Duration = Duration::from_secs(2);
 
 /// Where and how often to collect.
 #[derive(Debug, Clone)]
@@ -81,6 +88,10 @@ pub struct Collector {
     previous_node: Option<NodeSample>,
     fs: FsCache,
     rounds: u64,
+    /// When the slow files (limits, pressure) were last read; see [`Due`].
+    limits_at: Option<Instant>,
+    pressure_at: Option<Instant>,
+    due: Due,
 }
 
 impl std::fmt::Debug for Collector {
@@ -118,6 +129,9 @@ impl Collector {
             previous_node: None,
             fs: FsCache::default(),
             rounds: 0,
+            limits_at: None,
+            pressure_at: None,
+            due: Due::ALL,
         }
     }
 
@@ -151,6 +165,10 @@ impl Collector {
             .as_ref()
             .and_then(|p| p.counters().ok())
             .unwrap_or_default();
+        self.due = Due {
+            limits: due(&mut self.limits_at, LIMITS_PERIOD, self.config.interval),
+            pressure: due(&mut self.pressure_at, PRESSURE_PERIOD, self.config.interval),
+        };
         let snapshot = tokio::task::block_in_place(|| self.read(&ebpf));
         self.rounds += 1;
         if self.rounds.is_multiple_of(PRUNE_EVERY) {
@@ -209,9 +227,9 @@ impl Collector {
             let id = std::fs::metadata(&dir).ok()?.ino();
             self.files.insert(path.to_owned(), (id, files));
         }
-        let (id, files) = self.files.get(path)?;
+        let (id, files) = self.files.get_mut(path)?;
         let id = *id;
-        let sample = match files.read(&mut self.texts) {
+        let sample = match files.read_due(&mut self.texts, self.due) {
             Ok(CgroupRead::Sample(sample)) => sample,
             Ok(CgroupRead::Gone) => return None,
             Err(error) => {
@@ -391,6 +409,18 @@ impl Collector {
 
 /// Node memory from `/proc/meminfo`, as cAdvisor's root container reports it: usage is what is
 /// not free, the working set leaves out inactive file pages, available is the rest.
+/// Whether a file class last read `at` is due again after `period`; ticks `interval` apart are
+/// never exactly so, so half an interval early counts (a 10 s interval reads everything every
+/// round). Records the read.
+fn due(at: &mut Option<Instant>, period: Duration, interval: Duration) -> bool {
+    let now = Instant::now();
+    let due = at.is_none_or(|at| now.duration_since(at) + interval / 2 >= period);
+    if due {
+        *at = Some(now);
+    }
+    due
+}
+
 fn node_memory(sample: &NodeSample) -> MemoryStats {
     let memory = sample.memory;
     let usage = memory.total.saturating_sub(memory.free);
@@ -440,7 +470,7 @@ fn boot_time(now: SystemTime, uptime_secs: f64) -> Option<SystemTime> {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use super::{boot_time, nano_cores, node_cpu};
+    use super::{boot_time, due, nano_cores, node_cpu};
     use crate::stats::{
         cgroupfs::{MemInfo, NodeSample, ProcStatCpu},
         model::Pressure,
@@ -467,6 +497,25 @@ mod tests {
         let current = sample(now, 1_000 + 256 * 10 * 100);
         let cpu = node_cpu(&current, Some(&previous));
         assert_eq!(cpu.usage_nano_cores, Some(256 * 1_000_000_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_files_are_due_once_a_period_with_half_an_interval_of_slack() {
+        let second = Duration::from_secs(1);
+        let mut at = None;
+        let mut reads = Vec::new();
+        for round in 0..6 {
+            reads.push((round, due(&mut at, 2 * second, second)));
+            tokio::time::advance(second).await;
+        }
+        let due_rounds: Vec<_> = reads.iter().filter(|(_, d)| *d).map(|(r, _)| *r).collect();
+        assert_eq!(due_rounds, [0, 2, 4], "every 2 s at a 1 s interval");
+        // A 10 s interval whose ticks come a little early still reads every round.
+        let mut at = None;
+        let ten = Duration::from_secs(10);
+        assert!(due(&mut at, ten, ten));
+        tokio::time::advance(Duration::from_millis(9_997)).await;
+        assert!(due(&mut at, ten, ten));
     }
 
     #[test]

@@ -48,7 +48,7 @@ use std::{io, path::PathBuf};
 
 pub use node::{MemInfo, NodeSample, ProcStatCpu, read_node};
 pub use parse::ParseError;
-pub use reader::{CgroupFile, CgroupFiles, CgroupRead, FileTexts, read_cgroup};
+pub use reader::{CgroupFile, CgroupFiles, CgroupRead, Due, FileTexts, Slow, read_cgroup};
 
 /// Why a cgroup or `/proc` file could not be read or made sense of. A cgroup that disappeared is
 /// not an error: the readers return [`CgroupRead::Gone`] for it.

@@ -87,6 +87,50 @@ impl CgroupFile {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// Which slow class the file is in, `None` for the files read every round.
+    #[must_use]
+    pub fn slow(self) -> Option<Slow> {
+        match self {
+            Self::MemoryMax | Self::MemorySwapMax | Self::PidsMax => Some(Slow::Limits),
+            Self::CpuPressure | Self::MemoryPressure | Self::IoPressure => Some(Slow::Pressure),
+            _ => None,
+        }
+    }
+}
+
+/// Files whose text changes on a clock of its own, so a 1 s collector need not read them every
+/// round: [`CgroupFiles::read_due`] reuses their last text until they are due again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slow {
+    /// `memory.max`, `memory.swap.max`, `pids.max`: change only when written (by kernlet's
+    /// cgroup manager on a pod's start or resize).
+    Limits,
+    /// `*.pressure`: the kernel recomputes the averages every 2 s (`PSI_FREQ`, kernel/sched/psi.c).
+    Pressure,
+}
+
+/// Which [`Slow`] files one round reads again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub limits: bool,
+    pub pressure: bool,
+}
+
+impl Due {
+    /// Every file.
+    pub const ALL: Self = Self {
+        limits: true,
+        pressure: true,
+    };
+
+    fn wants(self, file: CgroupFile) -> bool {
+        match file.slow() {
+            None => true,
+            Some(Slow::Limits) => self.limits,
+            Some(Slow::Pressure) => self.pressure,
+        }
+    }
 }
 
 /// What reading a cgroup gave.
@@ -153,6 +197,11 @@ impl FileTexts {
         }
         self.spans[file.index()] = Some((start, self.bytes.len()));
         Ok(())
+    }
+
+    /// `file`'s bytes as read, `None` when it was not read.
+    fn bytes(&self, file: CgroupFile) -> Option<&[u8]> {
+        self.spans[file.index()].map(|(start, end)| &self.bytes[start..end])
     }
 
     /// Records `text` as `file`'s text (for readers that do their own I/O).
@@ -285,6 +334,8 @@ pub fn read_cgroup(dir: &Path, files: &[CgroupFile], texts: &mut FileTexts) -> R
 pub struct CgroupFiles {
     dir: PathBuf,
     files: Vec<(CgroupFile, File)>,
+    /// The last text of each [`Slow`] file read, for rounds it is not due.
+    kept: Vec<(CgroupFile, Box<[u8]>)>,
 }
 
 impl CgroupFiles {
@@ -310,6 +361,7 @@ impl CgroupFiles {
         Ok(Some(Self {
             dir: dir.to_owned(),
             files: opened,
+            kept: Vec::new(),
         }))
     }
 
@@ -325,11 +377,30 @@ impl CgroupFiles {
     }
 
     /// Reads every open file at offset 0.
-    pub fn read(&self, texts: &mut FileTexts) -> Result<CgroupRead> {
+    pub fn read(&mut self, texts: &mut FileTexts) -> Result<CgroupRead> {
+        self.read_due(texts, Due::ALL)
+    }
+
+    /// Reads the open files at offset 0, except [`Slow`] ones that are not `due` and were read
+    /// before: their last text is used again.
+    pub fn read_due(&mut self, texts: &mut FileTexts, due: Due) -> Result<CgroupRead> {
         texts.clear();
         let time = crate::clock::wall();
         for (file, handle) in &self.files {
+            let kept = self.kept.iter().find(|(k, _)| k == file);
+            if let (false, Some((_, text))) = (due.wants(*file), kept) {
+                texts.insert(*file, text);
+                continue;
+            }
             match texts.read(*file, handle) {
+                Ok(()) if file.slow().is_some() => {
+                    let text = texts.bytes(*file).unwrap_or_default();
+                    match self.kept.iter_mut().find(|(k, _)| k == file) {
+                        Some((_, old)) if **old == *text => {}
+                        Some((_, old)) => *old = text.into(),
+                        None => self.kept.push((*file, text.into())),
+                    }
+                }
                 Ok(()) => {}
                 Err(error) if removed(&error) => return Ok(CgroupRead::Gone),
                 Err(source) => {

@@ -99,7 +99,7 @@ fn missing_controllers_leave_their_parts_empty() {
     assert!(sample.io.is_empty());
     assert!(sample.pressure.memory.is_some());
 
-    let files = CgroupFiles::open(dir.path(), &CgroupFile::ALL)
+    let mut files = CgroupFiles::open(dir.path(), &CgroupFile::ALL)
         .unwrap()
         .unwrap();
     let present: Vec<_> = files.files().iter().map(|(file, _)| *file).collect();
@@ -155,7 +155,7 @@ fn a_removed_cgroup_is_gone_not_an_error() {
 #[test]
 fn kept_files_are_reread_from_the_start() {
     let dir = hybrid_cgroup();
-    let files = CgroupFiles::open(dir.path(), &CgroupFile::ALL)
+    let mut files = CgroupFiles::open(dir.path(), &CgroupFile::ALL)
         .unwrap()
         .unwrap();
     let mut texts = FileTexts::default();
@@ -169,6 +169,43 @@ fn kept_files_are_reread_from_the_start() {
     let after = sample(files.read(&mut texts).unwrap());
     assert_eq!(before.cpu.unwrap().usage_usec, 6_254_945_666);
     assert_eq!(after.cpu.unwrap().usage_usec, 7);
+}
+
+#[test]
+fn slow_files_are_read_again_only_when_due() {
+    let dir = full_cgroup();
+    let mut files = CgroupFiles::open(dir.path(), &CgroupFile::ALL)
+        .unwrap()
+        .unwrap();
+    let mut texts = FileTexts::default();
+    let first = sample(files.read_due(&mut texts, Due::ALL).unwrap());
+    let pressure = first.pressure.cpu.unwrap();
+    assert_eq!(first.memory.as_ref().unwrap().max, None);
+    fs::write(dir.path().join("memory.max"), "1048576\n").unwrap();
+    fs::write(dir.path().join("memory.current"), "4096\n").unwrap();
+    fs::write(dir.path().join("cpu.pressure"), HOST_IO_PRESSURE).unwrap();
+
+    let none = Due {
+        limits: false,
+        pressure: false,
+    };
+    let quick = sample(files.read_due(&mut texts, none).unwrap());
+    let memory = quick.memory.unwrap();
+    assert_eq!(memory.current, 4096, "memory.current is read every round");
+    assert_eq!(memory.max, None, "memory.max is kept until due");
+    assert_eq!(quick.pressure.cpu.unwrap(), pressure, "kept until due");
+
+    let limits = Due {
+        limits: true,
+        pressure: false,
+    };
+    let limited = sample(files.read_due(&mut texts, limits).unwrap());
+    assert_eq!(limited.memory.unwrap().max, Some(1_048_576));
+    assert_eq!(limited.pressure.cpu.unwrap(), pressure);
+
+    let all = sample(files.read_due(&mut texts, Due::ALL).unwrap());
+    assert_ne!(all.pressure.cpu.unwrap(), pressure);
+    assert_eq!(all.memory.unwrap().max, Some(1_048_576));
 }
 
 #[test]
