@@ -2,10 +2,10 @@
 //! hash maps) instead of two system calls per entry.
 //!
 //! aya 0.14 iterates a map with `BPF_MAP_GET_NEXT_KEY` then `BPF_MAP_LOOKUP_ELEM` for every key
-//! and has no batch operations. With one entry per container cgroup, pod cgroup and pause
-//! container in each of the six maps, that was about 2000 system calls a second at 110 pods,
-//! as many as all the cgroupfs reads of the round; under the node VM's emulation a system call
-//! is the expensive part. The batch call copies up to [`BATCH_BYTES`] of entries at a time.
+//! and has no batch operations. With an entry per container, pod and pause-container cgroup in
+//! each map, that was about 800 `bpf(2)` calls a second at 100 pods (strace of `cargo xtask bench
+//! stats`), more than all the round's cgroupfs reads; now it is 8. Under the node VM's emulation a
+//! system call is the expensive part. One call copies up to [`BATCH_BYTES`] of entries.
 //!
 //! This is the one module of the agent with `unsafe` code: the `bpf(2)` call (neither aya nor
 //! nix wraps the batch command) and reading the kernel's values out of the byte buffer (the value
