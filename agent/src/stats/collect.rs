@@ -3,7 +3,9 @@
 //! ([`CgroupFiles`]), joins the eBPF counters by cgroup id, reads the node totals from `/proc`,
 //! and publishes one [`Snapshot`] to the [`StatsStore`]. Filesystem usage (CRI
 //! `ListContainerStats` and `ImageFsInfo`, log and `emptyDir` directories) changes slowly and
-//! costs a directory walk, so it is refreshed every [`FS_PERIOD`].
+//! costs a directory walk, so it is refreshed every [`FS_PERIOD`]. The cgroup files on a slower
+//! clock than the round are read again only when due: limits every [`LIMITS_PERIOD`], PSI every
+//! [`PRESSURE_PERIOD`] (see [`Due`]).
 //!
 //! The mapping cgroup -> (pod, container) comes from the pods' statuses (container ids) and the
 //! cgroup manager's pod cgroups; without `cgroupsPerQOS` the container's cgroup is found once by
@@ -407,8 +409,6 @@ impl Collector {
     }
 }
 
-/// Node memory from `/proc/meminfo`, as cAdvisor's root container reports it: usage is what is
-/// not free, the working set leaves out inactive file pages, available is the rest.
 /// Whether a file class last read `at` is due again after `period`; ticks `interval` apart are
 /// never exactly so, so half an interval early counts (a 10 s interval reads everything every
 /// round). Records the read.
@@ -421,6 +421,8 @@ fn due(at: &mut Option<Instant>, period: Duration, interval: Duration) -> bool {
     due
 }
 
+/// Node memory from `/proc/meminfo`, as cAdvisor's root container reports it: usage is what is
+/// not free, the working set leaves out inactive file pages, available is the rest.
 fn node_memory(sample: &NodeSample) -> MemoryStats {
     let memory = sample.memory;
     let usage = memory.total.saturating_sub(memory.free);
