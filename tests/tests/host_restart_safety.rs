@@ -3,7 +3,8 @@
 //! emptyDir. The runtime is the witness (container and sandbox ids, containerd's own log of the
 //! CRI calls it served), not kernlet: no container is recreated, no stop is issued, restart
 //! counts never go down, and the crash loop's backoff continues across kernlet's restarts.
-//! Also: a worker that panics is replaced and its pod managed again.
+//! Also: a worker that panics is replaced and its pod managed again, and a container the runtime
+//! cannot remove (containerd 1.6's leak after a start that timed out) holds up nothing.
 //!
 //! Run with `cargo test -p kernlet-tests --test host_restart_safety -- --ignored --test-threads=1`.
 #![expect(
@@ -22,7 +23,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use kernlet_cri::v1::ContainerStatusRequest;
+use kernlet_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
+    ListPodSandboxRequest, PodSandboxConfig, PodSandboxFilter, StopContainerRequest,
+};
 use kernlet_tests::node::TestNode;
 use serde_json::Value;
 use support::{
@@ -394,5 +398,126 @@ fn a_panicking_worker_is_replaced_and_its_pod_managed_again() -> Result<()> {
         1,
         "one injected panic, one replacement"
     );
+    Ok(())
+}
+
+/// containerd 1.6's leak, made on purpose: a container the CRI reports `Created` while its task
+/// runs (a `StartContainer` that outlived kernlet's timeout but went on inside containerd). Its
+/// `RemoveContainer` fails for ever (`cannot delete running task`). Made here as a dying kernlet
+/// leaves it: the running instance exits, its restart is created through CRI, and its task is
+/// started behind the CRI's back with `ctr`.
+fn leak_a_created_container(node: &TestNode, uid: &str) -> Result<String> {
+    let selector = pod_selector(uid);
+    let created = with_cri(node, async move |client| {
+        let list = pod_containers(client, selector.clone()).await?;
+        let first = list.first().context("the pod's container")?;
+        let request = StopContainerRequest {
+            container_id: first.id.clone(),
+            timeout: 0,
+        };
+        client.stop_container(request).await?;
+        let request = ContainerStatusRequest {
+            container_id: first.id.clone(),
+            verbose: false,
+        };
+        let exited = client.container_status(request).await?.into_inner();
+        let exited = exited.status.context("the container's status")?;
+        let filter = PodSandboxFilter {
+            label_selector: selector,
+            ..Default::default()
+        };
+        let list = ListPodSandboxRequest {
+            filter: Some(filter),
+        };
+        let sandboxes = client.list_pod_sandbox(list).await?.into_inner().items;
+        let sandbox = sandboxes.first().context("the pod's sandbox")?;
+        let mut annotations = exited.annotations;
+        annotations.insert("io.kubernetes.container.restartCount".into(), "1".into());
+        let config = ContainerConfig {
+            metadata: exited
+                .metadata
+                .map(|m| ContainerMetadata { attempt: 1, ..m }),
+            image: exited.image,
+            command: vec!["sleep".into(), "600".into()],
+            labels: exited.labels,
+            annotations,
+            ..Default::default()
+        };
+        let sandbox_config = PodSandboxConfig {
+            metadata: sandbox.metadata.clone(),
+            labels: sandbox.labels.clone(),
+            annotations: sandbox.annotations.clone(),
+            ..Default::default()
+        };
+        let request = CreateContainerRequest {
+            pod_sandbox_id: sandbox.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        Ok(client
+            .create_container(request)
+            .await?
+            .into_inner()
+            .container_id)
+    })?;
+    ctr(node, &["task", "start", "--detach", "--null-io", &created])?;
+    Ok(created)
+}
+
+/// Runs `ctr` against the node's containerd in the CRI's namespace.
+fn ctr(node: &TestNode, args: &[&str]) -> Result<String> {
+    let fixture = node.fixture.as_ref().context("the node has no runtime")?;
+    let output = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(fixture.endpoint())
+        .args(["--namespace", fixture.namespace()])
+        .args(args)
+        .output()
+        .context("running ctr")?;
+    ensure!(
+        output.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+#[ignore = "host: needs root, containerd and runc; run by cargo xtask test"]
+fn a_created_container_whose_removal_fails_holds_up_nothing() -> Result<()> {
+    let mut node = TestNode::start()?;
+    node.write_manifest("left.yaml", &exits_on_term("left"))?;
+    let running = |n: &TestNode| -> Result<Option<Value>> {
+        Ok(n.pod("left-testnode")?.filter(|p| phase(p) == "Running"))
+    };
+    node.wait_until("the pod runs", WAIT, |n| Ok(running(n)?.is_some()))?;
+    let uid = uid(&running(&node)?.context("the pod")?);
+    node.stop_kernlet(nix::sys::signal::Signal::SIGKILL)?;
+    let created = leak_a_created_container(&node, &uid)?;
+
+    // kernlet neither starts the created instance nor waits for its removal: a new one runs.
+    node.start_kernlet()?;
+    node.wait_until("a new instance runs beside the leaked one", WAIT, |n| {
+        Ok(running(n)?.is_some_and(|p| status(&p, "main")["restartCount"] == 2))
+    })?;
+    let view = runtime_view(&node, &uid)?;
+    let created_state = view.containers.iter().find(|c| c.0 == created);
+    assert_eq!(
+        created_state.map(|c| c.2),
+        Some(0),
+        "CRI still says created"
+    );
+    node.wait_until("the refused removal is logged", WAIT, |n| {
+        Ok(n.log()
+            .contains("removing an unneeded container or sandbox failed"))
+    })?;
+    // The leak ends as an operator would end it (its task killed and deleted). CRI still calls
+    // the container created; kernlet's next try, a minute on (the unit tests wait for it on
+    // paused time), removes it.
+    ctr(&node, &["task", "kill", "--signal", "SIGKILL", &created])?;
+    node.wait_until("the leaked task is gone", WAIT, |_| {
+        let deleted = ctr(&node, &["task", "delete", &created]);
+        Ok(deleted.is_ok() || !ctr(&node, &["task", "ls", "-q"])?.contains(&created))
+    })?;
     Ok(())
 }

@@ -15,6 +15,8 @@ pub struct Memory {
     pub waiting: HashMap<String, Waiting>,
     /// Earliest time a waiting container may be retried (image pull backoff).
     pub retry_at: Option<Nanos>,
+    /// Garbage (container or sandbox IDs) whose removal failed, and when to try it again.
+    pub garbage_retry: HashMap<String, Nanos>,
 }
 
 pub const INITIAL: Duration = Duration::from_secs(10);

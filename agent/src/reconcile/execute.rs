@@ -2,7 +2,7 @@
 //! presence, container creation and start, stop with the preStop exec hook and the grace period
 //! (upstream's `killContainer`: the hook's whole seconds count against the grace, at least 2 s
 //! remain for SIGTERM; consecutive stops run in parallel, as `killContainersWithSyncResult`), and
-//! removal. Failures become the container's waiting reason, as upstream reports them.
+//! removal; the plan's garbage last, its failures holding up nothing (`execute::garbage`). Failures become the container's waiting reason, as upstream reports them.
 use std::{path::Path, sync::Arc};
 
 use k8s_openapi::api::core::v1::{Container as ContainerSpec, Pod};
@@ -264,6 +264,8 @@ impl Executor {
                 }
             }
         }
+        self.collect_garbage(uid, &plan.garbage, memory, cancel)
+            .await;
         blocked.map_or(Ok(()), Err)
     }
 
@@ -542,8 +544,11 @@ fn target_spec(pod: &Pod, target: Target) -> Option<&ContainerSpec> {
     }
 }
 
+mod garbage;
 mod sandbox;
 mod stop;
+
+pub use garbage::{GARBAGE_RETRY, defer_failed as defer_failed_garbage};
 
 #[cfg(test)]
 #[path = "execute_tests.rs"]

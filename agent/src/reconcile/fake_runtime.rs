@@ -28,6 +28,10 @@ struct State {
     pids: HashMap<String, u32>,
     /// Exits the runtime's events reported, as a client with exit records knows them.
     recorded: HashMap<String, RecordedExit>,
+    /// The next `StartContainer` fails ([`FakeRuntime::fail_next_start`]).
+    fail_next_start: bool,
+    /// Every `RemoveContainer` fails ([`FakeRuntime::refuse_removals`]).
+    refuse_removals: bool,
 }
 
 /// In-memory CRI runtime for unit tests (see the module doc).
@@ -157,6 +161,18 @@ impl FakeRuntime {
             .collect();
         found.sort_by_key(|c| (c.created_at, c.id.clone()));
         found
+    }
+
+    /// The next `StartContainer` fails with `DeadlineExceeded` and leaves its container created
+    /// (a start that outlived the runtime request timeout).
+    pub fn fail_next_start(&self) {
+        self.lock().fail_next_start = true;
+    }
+
+    /// While `refuse`, every `RemoveContainer` fails as containerd 1.6 fails it for a container
+    /// that reports exited while its task still runs.
+    pub fn refuse_removals(&self, refuse: bool) {
+        self.lock().refuse_removals = refuse;
     }
 
     /// The container exits by itself now with `code` (a crash, or completion with 0).
@@ -442,6 +458,11 @@ impl Cri for FakeRuntime {
     ) -> CallFuture<'static, v1::StartContainerResponse> {
         let now = self.clock.wall_nanos();
         let mut state = self.call("StartContainer");
+        if std::mem::take(&mut state.fail_next_start) {
+            let status = tonic::Status::deadline_exceeded("context deadline exceeded");
+            let method = "StartContainer";
+            return ready(Err(CriError::Call { method, status }));
+        }
         let Some(c) = state.containers.get_mut(&request.container_id) else {
             return ready(Err(not_found("StartContainer", &request.container_id)));
         };
@@ -474,6 +495,15 @@ impl Cri for FakeRuntime {
         request: v1::RemoveContainerRequest,
     ) -> CallFuture<'static, v1::RemoveContainerResponse> {
         let mut state = self.call("RemoveContainer");
+        if state.refuse_removals {
+            let status = tonic::Status::failed_precondition(format!(
+                "failed to delete containerd container {:?}: cannot delete running task: \
+                 failed precondition",
+                request.container_id
+            ));
+            let method = "RemoveContainer";
+            return ready(Err(CriError::Call { method, status }));
+        }
         state.containers.remove(&request.container_id);
         state.sandbox_of.remove(&request.container_id);
         ready(Ok(v1::RemoveContainerResponse {}))

@@ -16,7 +16,12 @@
 //!   probe's grace period when it has one) and, unless the policy is `Never`, restarted like
 //!   any exited container, through CrashLoopBackOff;
 //! - a pod that can do nothing more (complete or failed) has its sandbox stopped;
-//! - only the newest dead instance of each container and the newest sandbox are kept;
+//! - only the newest dead instance of each container and the newest sandbox are kept; the rest is
+//!   the plan's garbage, removed after its actions, and a removal that fails holds up nothing
+//!   (upstream's container GC runs beside the pod sync);
+//! - a container left `Created` (its start failed or timed out, or kernlet stopped in between)
+//!   is not started again: a new instance is, and the old one becomes garbage, as upstream's
+//!   `computePodActions` does; a start that timed out may still be running in the runtime;
 //! - termination stops containers (preStop and grace are the worker's), the sandbox, then
 //!   removes everything.
 use std::time::Duration;
@@ -107,11 +112,29 @@ pub struct BackingOff {
     pub until: Nanos,
 }
 
+/// An object the pod no longer needs: a dead container instance or an old sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Garbage {
+    Container(String),
+    Sandbox(String),
+}
+
+impl Garbage {
+    #[must_use]
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Container(id) | Self::Sandbox(id) => id,
+        }
+    }
+}
+
 /// The result of one planning round.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// In execution order.
     pub actions: Vec<Action>,
+    /// Removed after the actions; a failure is logged and holds up nothing.
+    pub garbage: Vec<Garbage>,
     /// Containers in CrashLoopBackOff; the worker plans again at the earliest `until`.
     pub backing_off: Vec<BackingOff>,
 }
@@ -204,7 +227,7 @@ fn terminate(observed: &PodRuntime, grace: Duration, pod: Option<&Pod>) -> Plan 
     if let Some(stops) = sidecars::terminate_in_order(observed, grace, pod) {
         return Plan {
             actions: stops,
-            backing_off: Vec::new(),
+            ..Plan::default()
         };
     }
     let mut actions = stop_running(observed, grace, StopReason::Terminating);
@@ -229,7 +252,7 @@ fn terminate(observed: &PodRuntime, grace: Duration, pod: Option<&Pod>) -> Plan 
     );
     Plan {
         actions,
-        backing_off: Vec::new(),
+        ..Plan::default()
     }
 }
 
@@ -381,9 +404,6 @@ impl<'a> Planner<'a> {
                 RunState::Running => return false,
                 RunState::Exited if latest.exit_code == 0 => {}
                 RunState::Created => {
-                    self.plan.actions.push(Action::RemoveContainer {
-                        id: latest.id.clone(),
-                    });
                     self.start(Target::Init(index), None);
                     return false;
                 }
@@ -440,9 +460,6 @@ impl<'a> Planner<'a> {
                     active = true;
                 }
                 RunState::Created => {
-                    self.plan.actions.push(Action::RemoveContainer {
-                        id: latest.id.clone(),
-                    });
                     self.start(Target::App(index), None);
                     active = true;
                 }
@@ -509,8 +526,9 @@ impl<'a> Planner<'a> {
     }
 
     /// Keeps the newest dead instance per container name (beside a running one: it is the
-    /// status's `lastState`) and the newest sandbox; removes the rest (upstream's container GC
-    /// keeps `MaxPerPodContainer` = 1 dead container per pod container by default).
+    /// status's `lastState`) and the newest sandbox; the rest is garbage (upstream's container GC
+    /// keeps `MaxPerPodContainer` = 1 dead container per pod container by default). A `Created`
+    /// instance that is not the newest never ran and never will: garbage too.
     fn collect_garbage(&mut self, sandbox: &str) {
         let is_dead = |c: &Container| matches!(c.state, RunState::Exited | RunState::Unknown);
         let newest_dead = |name: &str| {
@@ -520,13 +538,22 @@ impl<'a> Planner<'a> {
                 .filter(|c| c.name == name && is_dead(c))
                 .max_by_key(|c| (c.created_at, c.restart_count))
         };
+        let newest = |c: &Container| {
+            self.observed
+                .latest_anywhere(&c.name)
+                .is_some_and(|n| n.id == c.id)
+        };
         for container in &self.observed.containers {
-            if is_dead(container)
-                && newest_dead(&container.name).is_some_and(|n| n.id != container.id)
-            {
-                self.plan.actions.push(Action::RemoveContainer {
-                    id: container.id.clone(),
-                });
+            let garbage = if container.state == RunState::Created {
+                !newest(container)
+            } else {
+                is_dead(container)
+                    && newest_dead(&container.name).is_some_and(|n| n.id != container.id)
+            };
+            if garbage {
+                self.plan
+                    .garbage
+                    .push(Garbage::Container(container.id.clone()));
             }
         }
         for old in self.observed.sandboxes.iter().filter(|s| s.id != sandbox) {
@@ -549,9 +576,7 @@ impl<'a> Planner<'a> {
                         || newest_dead(&c.name).is_some_and(|n| n.id == c.id))
             });
             if !busy && !keeps_latest {
-                self.plan
-                    .actions
-                    .push(Action::RemoveSandbox { id: old.id.clone() });
+                self.plan.garbage.push(Garbage::Sandbox(old.id.clone()));
             }
         }
     }

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::{
     backoff::Backoff,
-    plan::{Action, Desired, StopReason, Target, backoff_key, container_hash, plan},
+    plan::{Action, Desired, Garbage, StopReason, Target, backoff_key, container_hash, plan},
     state::{Container, Nanos, PodRuntime, RunState, Sandbox},
 };
 
@@ -317,19 +317,22 @@ fn dead_sandbox_is_not_replaced_for_finished_pods() {
 }
 
 #[test]
-fn created_but_never_started_is_removed_and_recreated() {
+fn a_created_container_is_not_started_again_but_replaced_and_collected() {
     let pod = pod("Always", &[], &["a"]);
+    // Its start failed or timed out: the runtime may still be starting it, so it is left alone.
+    let created = ctr(&pod, "sb", "a", RunState::Created, 0, 0);
+    let obs = observed(vec![sandbox("sb", true, 0)], vec![created.clone()]);
+    let plan = run(&pod, &obs, S);
+    assert_eq!(plan.actions, [start(Target::App(0), 1, None)]);
+    assert_eq!(plan.garbage, []);
+    // Once a newer instance exists, the created one is garbage, removed after the actions.
     let obs = observed(
         vec![sandbox("sb", true, 0)],
-        vec![ctr(&pod, "sb", "a", RunState::Created, 0, 0)],
+        vec![created, ctr(&pod, "sb", "a", RunState::Running, 0, 1)],
     );
-    assert_eq!(
-        run(&pod, &obs, S).actions,
-        [
-            Action::RemoveContainer { id: "a-0".into() },
-            start(Target::App(0), 1, None)
-        ]
-    );
+    let plan = run(&pod, &obs, 2 * S);
+    assert_eq!(plan.actions, []);
+    assert_eq!(plan.garbage, [Garbage::Container("a-0".into())]);
 }
 
 #[test]
@@ -344,10 +347,9 @@ fn only_the_newest_dead_instance_is_kept() {
         ],
     );
     // The newest dead one stays beside the running one (it is the status's lastState).
-    assert_eq!(
-        run(&pod, &obs, 3 * S).actions,
-        [Action::RemoveContainer { id: "a-0".into() }]
-    );
+    let plan = run(&pod, &obs, 3 * S);
+    assert_eq!(plan.actions, []);
+    assert_eq!(plan.garbage, [Garbage::Container("a-0".into())]);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     backoff::{Backoff, Memory},
-    execute::{ExecuteError, Executor},
+    execute::{ExecuteError, Executor, defer_failed_garbage},
     hooks,
     observe::Observer,
     plan::{BackingOff, Desired, Plan, backoff_key, plan},
@@ -119,12 +119,13 @@ pub async fn run(
             recover_backoff(&uid, &observed, &mut memory.restarts);
         }
         let now = executor.clock().wall_nanos();
-        let round = plan_and_publish(&uid, &want, &observed, &memory, status.as_ref(), now);
+        let mut round = plan_and_publish(&uid, &want, &observed, &memory, status.as_ref(), now);
+        defer_failed_garbage(&mut round.garbage, &mut memory, now);
         let pod = want.pod().cloned();
         if let Some(pod) = &pod {
             announce_backoff(executor.events(), pod, &round.backing_off, &mut announced);
         }
-        if round.actions.is_empty() {
+        if round.actions.is_empty() && round.garbage.is_empty() {
             if matches!(want, DesiredState::Terminate { .. }) {
                 finish(
                     &uid,
@@ -136,7 +137,8 @@ pub async fn run(
                 .await;
                 return;
             }
-            let wake_at = earliest(round.wake_at(), memory.retry_at);
+            let garbage_retry = memory.garbage_retry.values().min().copied();
+            let wake_at = earliest(earliest(round.wake_at(), memory.retry_at), garbage_retry);
             let timeout = wake_at.map(|at| nanos_until(at, now));
             if pause(&mut desired, &wake, &cancel, timeout).await {
                 return;

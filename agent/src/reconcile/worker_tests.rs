@@ -220,6 +220,51 @@ async fn a_crash_loop_backs_off_0_10_20_s_and_a_new_worker_continues_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_start_is_replaced_and_a_refused_removal_holds_up_nothing() {
+    let h = Harness::new();
+    h.fake.fail_next_start();
+    h.fake.refuse_removals(true);
+    let web = pod("uid-web", "web", serde_json::json!({}));
+    let worker = h.worker("uid-web", DesiredState::Run(Arc::new(web)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The created instance is not started again (the runtime may still be starting it): a new
+    // instance runs, and the created one is garbage whose removal the runtime refuses.
+    let app = h.fake.instances("app");
+    assert_eq!(app.len(), 2, "{app:?}");
+    assert_eq!(app[0].state, v1::ContainerState::ContainerCreated as i32);
+    assert_eq!(app[1].state, RUNNING);
+    assert_eq!(restart_count(&app[1]), 1);
+    let created = app[0].id.clone();
+    let removals = |h: &Harness| {
+        let calls = h.fake.calls();
+        calls.iter().filter(|c| **c == "RemoveContainer").count()
+    };
+    assert_eq!(removals(&h), 1, "{:?}", h.fake.calls());
+
+    // A crash restarts the container at once, the refused removal notwithstanding.
+    let (delay, next) = crash_and_measure(&h, &worker.wake).await;
+    assert_eq!(delay, 0);
+    assert_eq!(restart_count(&next), 2);
+    // The refused removal is tried again once a minute, not every round.
+    h.fake.clear_calls();
+    tokio::time::sleep(Duration::from_secs(130)).await;
+    assert!((2..=3).contains(&removals(&h)), "{:?}", h.fake.calls());
+
+    // Once the runtime lets it go, the created instance is gone within a minute.
+    h.fake.refuse_removals(false);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let app = h.fake.instances("app");
+    assert_eq!(
+        app.len(),
+        2,
+        "the newest dead instance stays beside the running one"
+    );
+    assert!(app.iter().all(|c| c.id != created), "{app:?}");
+    worker.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn terminate_stops_within_grace_and_removes_everything() {
     let h = Harness::new();
     let web = Arc::new(pod("uid-web", "web", serde_json::json!({})));

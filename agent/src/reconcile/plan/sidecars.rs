@@ -103,9 +103,6 @@ impl Planner<'_> {
                 false
             }
             RunState::Created => {
-                self.plan
-                    .actions
-                    .push(Action::RemoveContainer { id: latest.id });
                 self.start(Target::Init(index), None);
                 false
             }
