@@ -6,7 +6,8 @@
 //! Deadlines are `runtimeRequestTimeout`, except where upstream makes room for the work the call
 //! waits on: `RunPodSandbox` gets twice the timeout (upstream's `remote_runtime.go`),
 //! `StopContainer` adds the grace period, `ExecSync` the command's timeout, and `PullImage`
-//! (exempt from the timeout upstream) gets five times the timeout.
+//! (exempt from the timeout upstream) gets five times the timeout. `RunPodSandbox` and
+//! `StartContainer` wait for admission ([`super::gate`]) before their deadline starts.
 //! `ListContainers` and `ContainerStatus` overlay exits CRI has not recorded yet, when the client
 //! carries exit records ([`super::exits`]).
 use std::time::Duration;
@@ -19,7 +20,7 @@ use super::{
 };
 
 macro_rules! calls {
-    ($($service:ident $name:ident $method:literal ($request:ident) -> $response:ident $(* $factor:literal)?;)*) => {
+    ($($service:ident $name:ident $method:literal ($request:ident) -> $response:ident $(* $factor:literal)? $(, queued in $lane:ident)?;)*) => {
         /// The CRI calls kernlet makes, as a trait so that logic above the client (the reconciler)
         /// can run against a test double in unit tests. Object-safe: each call is the boxed
         /// [`CallFuture`] the client returns. [`Runtime`] is the implementation over gRPC.
@@ -58,7 +59,9 @@ macro_rules! calls {
                 pub fn $name(&self, request: v1::$request) -> CallFuture<'static, v1::$response> {
                     let mut client = self.$service.clone();
                     let deadline = self.timeout * (1 $(* $factor)?);
-                    self.call($method, deadline, async move { client.$name(request).await })
+                    let call = self.call($method, deadline, async move { client.$name(request).await });
+                    $(let call = self.gate.$lane(call);)?
+                    call
                 }
             )*
         }
@@ -104,11 +107,11 @@ calls! {
     // Twice the timeout, as upstream's remote runtime client gives sandbox creation (4 m by
     // default): under load a sandbox's network setup alone can pass 2 m, and a retry after a
     // client-side timeout only collides with the creation still under way.
-    runtime run_pod_sandbox "RunPodSandbox" (RunPodSandboxRequest) -> RunPodSandboxResponse * 2;
+    runtime run_pod_sandbox "RunPodSandbox" (RunPodSandboxRequest) -> RunPodSandboxResponse * 2, queued in sandbox;
     runtime stop_pod_sandbox "StopPodSandbox" (StopPodSandboxRequest) -> StopPodSandboxResponse;
     runtime remove_pod_sandbox "RemovePodSandbox" (RemovePodSandboxRequest) -> RemovePodSandboxResponse;
     runtime create_container "CreateContainer" (CreateContainerRequest) -> CreateContainerResponse;
-    runtime start_container "StartContainer" (StartContainerRequest) -> StartContainerResponse;
+    runtime start_container "StartContainer" (StartContainerRequest) -> StartContainerResponse, queued in start;
     runtime remove_container "RemoveContainer" (RemoveContainerRequest) -> RemoveContainerResponse;
     runtime reopen_container_log "ReopenContainerLog" (ReopenContainerLogRequest) -> ReopenContainerLogResponse;
     runtime list_container_stats "ListContainerStats" (ListContainerStatsRequest) -> ListContainerStatsResponse;

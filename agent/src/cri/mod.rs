@@ -5,6 +5,8 @@
 //! Callers use one typed method per CRI call (`calls.rs`); each is timed in
 //! `kernlet_cri_request_duration_seconds{method}` through the observer. The calls are also the
 //! [`Cri`] trait, which the reconciler uses, so unit tests can put a fake runtime behind it.
+//! `RunPodSandbox` and `StartContainer` are admitted a few at a time (`gate`), so that a node
+//! starting many pods does not hand the runtime more than it can finish within the deadline.
 //! Start-up does the `Version` handshake and retries an unreachable runtime with capped
 //! exponential backoff, logging each failure, instead of exiting or spinning.
 //!
@@ -12,6 +14,7 @@
 
 mod calls;
 pub mod exits;
+mod gate;
 pub mod labels;
 
 pub use calls::Cri;
@@ -89,6 +92,8 @@ pub struct Runtime {
     observer: Option<CallObserver>,
     /// Exits to overlay on container lists and statuses ([`exits`]).
     exits: Option<exits::ExitRecords>,
+    /// Admission of the calls that start processes ([`gate`]), shared by the clones.
+    gate: gate::Gate,
 }
 
 /// Told the method and the duration of every CRI call (kernlet's
@@ -131,6 +136,7 @@ impl Runtime {
             version: v1::VersionResponse::default(),
             observer: None,
             exits: None,
+            gate: gate::Gate::for_this_machine(),
         };
         let request = v1::VersionRequest {
             version: kernlet_cri::CRI_API_VERSION.into(),
@@ -265,6 +271,7 @@ mod tests {
             version: v1::VersionResponse::default(),
             observer: None,
             exits: None,
+            gate: gate::Gate::with_width(1),
         };
         let timed = |call: CallFuture<'static, ()>| async move {
             let started = tokio::time::Instant::now();

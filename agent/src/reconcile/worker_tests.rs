@@ -1,5 +1,6 @@
 //! Worker rules on paused time against the fake runtime: start-up order, adoption, the
-//! crash-loop backoff (also across a new worker), termination and spec changes.
+//! crash-loop backoff (also across a new worker), termination, spec changes, and a start that
+//! failed beside a removal the runtime refuses.
 use std::{sync::Arc, time::Duration};
 
 use kernlet_cri::v1;
