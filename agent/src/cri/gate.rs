@@ -8,11 +8,16 @@
 //! shared by all, every creation takes as long as all of them, and on a slow node they pass the
 //! 4 m deadline together. A retry then collides with the creation still being undone ("name is
 //! reserved") and the node does not converge (the density bench at 110 pods on 2 emulated CPUs,
-//! `docs/perf.md`). Queued in kernlet, a call has the runtime's attention for its deadline, the
-//! first pods run after seconds rather than all after minutes, and the total stays the
-//! runtime's. Sandboxes and container starts have separate lanes so that a pod whose sandbox is
-//! ready does not wait behind the next pods' sandboxes. Stops and removals are never queued:
-//! tearing down is not held up by a wave of starts.
+//! `docs/perf.md`). Queued in kernlet, a call has the runtime's attention for its deadline and
+//! the first pods run after seconds rather than all after minutes. Sandboxes and container
+//! starts have separate lanes so that a pod whose sandbox is ready does not wait behind the next
+//! pods' sandboxes. Stops and removals are never queued: tearing down is not held up by a wave
+//! of starts.
+//!
+//! The width is a fixed guess: on the host 4 at a time started 110 pods sooner than all at once,
+//! but in the slow node VM the runtime still gained from more at once (both in `docs/perf.md`).
+//! A width that follows the runtime (wider while calls end well inside their deadline, halved
+//! when one nears it) is the next step.
 //!
 //! Upstream's kubelet bounds only image pulls (`maxParallelImagePulls`); its `runtime_ops`
 //! timings are the runtime's alone, as kernlet's `kernlet_cri_request_duration_seconds` are: the
