@@ -1,7 +1,7 @@
 //! The stats endpoints of a real kernlet with real pods: `/stats/summary` decodes into the strict
 //! upstream schema, every metrics endpoint passes `promtool check metrics`, `/metrics/resource`
 //! reads the way metrics-server reads it, and a busy container's CPU from the eBPF probe agrees
-//! with the kernel's `cpu.stat` within 5% over 5 s.
+//! with the kernel's `cpu.stat` within 5% over 5 s, plus what the hypervisor stole meanwhile.
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -116,6 +116,7 @@ fn container_cpu_from_the_probe_matches_cpu_stat() -> Result<()> {
         let kernel = sample(&text, "container_cpu_usage_seconds_total", &labels);
         probe.zip(kernel).context("no cpu samples for busy yet")
     };
+    let steal_before = steal_seconds()?;
     let mut last = (0.0, 0.0);
     node.wait_until("busy ran its loop and went to sleep", WAIT, |n| {
         let Ok(now) = read(n) else { return Ok(false) };
@@ -127,13 +128,29 @@ fn container_cpu_from_the_probe_matches_cpu_stat() -> Result<()> {
         Ok(settled)
     })?;
     let (probe, kernel) = last;
-    println!("busy loop: probe {probe:.3} s, cpu.stat {kernel:.3} s");
+    // The probe times the CPU between switches; the kernel's runtime leaves out what the
+    // hypervisor stole meanwhile (paravirt steal accounting). The node's steal over the window
+    // bounds that part of the difference.
+    let steal = steal_seconds()? - steal_before;
+    println!("busy loop: probe {probe:.3} s, cpu.stat {kernel:.3} s, node steal {steal:.3} s");
     let ratio = probe / kernel;
     assert!(
-        (0.95..=1.05).contains(&ratio),
-        "probe/cpu.stat = {ratio:.3}"
+        ratio >= 0.95 && probe <= kernel * 1.05 + steal,
+        "probe/cpu.stat = {ratio:.3} with {steal:.3} s stolen"
     );
     Ok(())
+}
+
+/// Time stolen from this machine's CPUs by its hypervisor since boot, all CPUs together
+/// (`/proc/stat`, in clock ticks of 1/100 s as `USER_HZ` is on Linux).
+fn steal_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let steal = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("cpu "))
+        .and_then(|fields| fields.split_whitespace().nth(7))
+        .context("no steal field in /proc/stat")?;
+    Ok(steal.parse::<f64>()? / 100.0)
 }
 
 fn container_id(pod: &serde_json::Value) -> Result<String> {

@@ -4,9 +4,9 @@
 //! first come first served, and a call's deadline starts when it is let in.
 //!
 //! Why: every pod worker acts as soon as its pod appears, so a node that starts 110 pods hands
-//! the runtime 110 sandboxes at once. The work is CPU-bound in the runtime and its plugins;
-//! shared by all, every creation takes as long as all of them, and on a slow node they pass the
-//! 4 m deadline together. A retry then collides with the creation still being undone ("name is
+//! the runtime 110 sandboxes at once. Much of the work is CPU time in the runtime and its
+//! plugins; shared by all, every creation takes about as long as all of them, and on a slow node
+//! they pass the 4 m deadline together. A retry then collides with the creation still being undone ("name is
 //! reserved") and the node does not converge (the density bench at 110 pods on 2 emulated CPUs,
 //! `docs/perf.md`). Queued in kernlet, a call has the runtime's attention for its deadline and
 //! the first pods run after seconds rather than all after minutes. Sandboxes and container

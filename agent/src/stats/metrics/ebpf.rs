@@ -19,7 +19,7 @@ const RUNQ_LATENCY: Desc = Desc::histogram(
 );
 const ON_CPU: Desc = Desc::counter(
     "kernlet_cpu_on_cpu_seconds_total",
-    "Cumulative time the container's tasks ran on a CPU in seconds (eBPF sched_switch).",
+    "Cumulative time the container's tasks ran on a CPU in seconds, timed between context switches, so including time a hypervisor stole (eBPF sched_switch).",
 );
 const SWITCHES: Desc = Desc::counter(
     "kernlet_cpu_context_switches_total",
