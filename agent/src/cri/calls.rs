@@ -60,7 +60,7 @@ macro_rules! calls {
                     let mut client = self.$service.clone();
                     let deadline = self.timeout * (1 $(* $factor)?);
                     let call = self.call($method, deadline, async move { client.$name(request).await });
-                    $(let call = self.gate.$lane(call);)?
+                    $(let call = self.gate.$lane(call, deadline);)?
                     call
                 }
             )*

@@ -271,7 +271,7 @@ mod tests {
             version: v1::VersionResponse::default(),
             observer: None,
             exits: None,
-            gate: gate::Gate::with_width(1),
+            gate: gate::Gate::new(1, 1),
         };
         let timed = |call: CallFuture<'static, ()>| async move {
             let started = tokio::time::Instant::now();
