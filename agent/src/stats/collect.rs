@@ -3,7 +3,7 @@
 //! ([`CgroupFiles`]), joins the eBPF counters by cgroup id, reads the node totals from `/proc`,
 //! and publishes one [`Snapshot`] to the [`StatsStore`]. Filesystem usage (CRI
 //! `ListContainerStats` and `ImageFsInfo`, log and `emptyDir` directories) changes slowly and
-//! costs a directory walk, so it is refreshed every [`FS_PERIOD`]. The cgroup files on a slower
+//! costs much to measure, so it is refreshed beside the rounds ([`super::fsusage`]). The cgroup files on a slower
 //! clock than the round are read again only when due: limits every [`LIMITS_PERIOD`], PSI every
 //! [`PRESSURE_PERIOD`] (see [`Due`]).
 //!
@@ -11,15 +11,14 @@
 //! cgroup manager's pod cgroups; without `cgroupsPerQOS` the container's cgroup is found once by
 //! its id in the hierarchy and remembered.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use k8s_openapi::api::core::v1::Pod;
-use kernlet_cri::v1;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,18 +26,16 @@ use super::{
     cgroupfs::{
         CgroupFile, CgroupFiles, CgroupRead, Due, NodeSample, read_node, reader::FileTexts,
     },
+    fsusage::{FsPaths, FsRefresh},
     host,
     index::{IndexedPod, PodIndex},
     metrics::Metrics,
     model::{CgroupSample, EbpfCounters},
     store::{CgroupEntry, ContainerEntry, NodeEntry, PodEntry, Snapshot, StatsStore},
-    summary::{CpuStats, FsStats, MemoryStats, Time, VolumeStats, convert::InterfaceCounters},
+    summary::{CpuStats, MemoryStats, Time, convert::InterfaceCounters},
 };
 use crate::{cgroup::CgroupManager, cri::Runtime, ebpf::Probes, status::store::PodsProvider};
 
-/// How often filesystem usage is measured (upstream's `volumeStatsAggPeriod` is 1 m; cAdvisor
-/// refreshes container fs usage about every minute).
-pub const FS_PERIOD: Duration = Duration::from_secs(10);
 /// How often dead cgroup ids are pruned from the eBPF maps.
 const PRUNE_EVERY: u64 = 30;
 /// How often the limits files are read again (they change only when written; cAdvisor reads
@@ -60,18 +57,6 @@ pub struct CollectorConfig {
     pub pod_logs_dir: PathBuf,
 }
 
-/// Filesystem usage, refreshed every [`FS_PERIOD`].
-#[derive(Debug, Default)]
-struct FsCache {
-    at: Option<Instant>,
-    rootfs: HashMap<String, FsStats>,
-    logs: HashMap<String, FsStats>,
-    volumes: HashMap<String, Vec<VolumeStats>>,
-    node: Option<FsStats>,
-    image: Option<FsStats>,
-    devices: BTreeMap<(u32, u32), String>,
-}
-
 /// Sources of one round.
 pub struct Collector {
     config: CollectorConfig,
@@ -88,7 +73,8 @@ pub struct Collector {
     pod_index: PodIndex,
     texts: FileTexts,
     previous_node: Option<NodeSample>,
-    fs: FsCache,
+    fs: FsRefresh,
+    fs_paths: FsPaths,
     rounds: u64,
     /// When the slow files (limits, pressure) were last read; see [`Due`].
     limits_at: Option<Instant>,
@@ -115,6 +101,11 @@ impl Collector {
         metrics: Arc<Metrics>,
         store: Arc<StatsStore>,
     ) -> Self {
+        let fs_paths = FsPaths {
+            pod_logs_dir: config.pod_logs_dir.clone(),
+            root_dir: config.root_dir.clone(),
+            proc_root: config.proc_root.clone(),
+        };
         Self {
             config,
             pods,
@@ -129,7 +120,8 @@ impl Collector {
             pod_index: PodIndex::default(),
             texts: FileTexts::default(),
             previous_node: None,
-            fs: FsCache::default(),
+            fs: FsRefresh::default(),
+            fs_paths,
             rounds: 0,
             limits_at: None,
             pressure_at: None,
@@ -150,6 +142,7 @@ impl Collector {
             self.round().await;
             self.metrics.observe_collection(started.elapsed());
         }
+        self.fs.stop();
     }
 
     /// One round; what cannot be read is left out of the snapshot and logged at debug level.
@@ -157,11 +150,11 @@ impl Collector {
         let cgroups = self.cgroups.clone();
         let pod_cgroup = |pod: &Pod| cgroups.as_ref().map(|c| c.pod_cgroup(pod));
         self.pod_index.refresh(self.pods.as_ref(), &pod_cgroup);
-        if self.fs.at.is_none_or(|at| at.elapsed() >= FS_PERIOD) {
-            // Every FS_PERIOD: the volume walk wants the pod specs.
-            let pods = self.pods.pods();
-            self.refresh_fs(&pods).await;
-        }
+        // The volume walk wants the pod specs, asked for only when a refresh starts.
+        let pods = &self.pods;
+        self.fs
+            .tick(&self.runtime, &self.fs_paths, || pods.pods())
+            .await;
         let ebpf = self
             .probes
             .as_ref()
@@ -213,7 +206,7 @@ impl Collector {
         Snapshot {
             node: self.node(root),
             pods: entries,
-            devices: self.fs.devices.clone(),
+            devices: self.fs.cache().devices.clone(),
         }
     }
 
@@ -281,8 +274,8 @@ impl Collector {
                 start_time: container.start_time,
                 cgroup,
                 spec: container.spec,
-                rootfs: self.fs.rootfs.get(&container.id).copied(),
-                logs: self.fs.logs.get(&container.id).copied(),
+                rootfs: self.fs.cache().rootfs.get(&container.id).copied(),
+                logs: self.fs.cache().logs.get(&container.id).copied(),
                 id: container.id.clone(),
             });
         }
@@ -322,6 +315,7 @@ impl Collector {
             network,
             volumes: self
                 .fs
+                .cache()
                 .volumes
                 .get(&pod.pod_ref.uid)
                 .cloned()
@@ -347,8 +341,8 @@ impl Collector {
             cpu: cpu.or_else(|| Some(node_cpu(sample.as_ref()?, previous.as_ref()))),
             memory,
             network: host::host_interfaces(&self.config.proc_root),
-            fs: self.fs.node,
-            image_fs: self.fs.image,
+            fs: self.fs.cache().node,
+            image_fs: self.fs.cache().image,
             root,
             max_pid: std::fs::read_to_string(self.config.proc_root.join("sys/kernel/pid_max"))
                 .ok()
@@ -360,52 +354,6 @@ impl Collector {
         };
         self.previous_node = sample;
         entry
-    }
-
-    async fn refresh_fs(&mut self, pods: &[Pod]) {
-        self.fs.at = Some(Instant::now());
-        let request = v1::ListContainerStatsRequest { filter: None };
-        let stats = self.runtime.list_container_stats(request).await;
-        let image_fs = self.runtime.image_fs_info(v1::ImageFsInfoRequest {}).await;
-        let config = self.config.clone();
-        let pods = pods.to_vec();
-        let measured = tokio::task::spawn_blocking(move || {
-            host::measure_fs(&config.pod_logs_dir, &config.root_dir, &pods)
-        })
-        .await;
-        let Ok((logs, volumes, node)) = measured else {
-            return;
-        };
-        self.fs.logs = logs;
-        self.fs.volumes = volumes;
-        self.fs.node = Some(node);
-        self.fs.devices = host::block_devices(&self.config.proc_root);
-        if let Ok(image_fs) = image_fs {
-            self.fs.image = image_fs.image_filesystems.first().map(|usage| {
-                let mut fs = usage
-                    .fs_id
-                    .as_ref()
-                    .map(|id| host::statvfs(Path::new(&id.mountpoint)))
-                    .unwrap_or_default();
-                fs.used_bytes = usage.used_bytes.map(|v| v.value);
-                fs.inodes_used = usage.inodes_used.map(|v| v.value);
-                fs
-            });
-        }
-        if let Ok(stats) = stats {
-            self.fs.rootfs = stats
-                .stats
-                .iter()
-                .filter_map(|s| {
-                    let id = s.attributes.as_ref()?.id.clone();
-                    let layer = s.writable_layer.as_ref()?;
-                    let mut fs = self.fs.image.unwrap_or_default();
-                    fs.used_bytes = layer.used_bytes.map(|v| v.value);
-                    fs.inodes_used = layer.inodes_used.map(|v| v.value);
-                    Some((id, fs))
-                })
-                .collect();
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the upstream schemas they are served in. See `docs/architecture.md`, decisions 6 and 8.
 pub mod cgroupfs;
 pub mod collect;
+mod fsusage;
 pub mod host;
 pub mod index;
 pub mod metrics;
