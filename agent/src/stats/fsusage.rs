@@ -87,10 +87,7 @@ impl FsRefresh {
         {
             self.ended(task.await);
         }
-        let due = self
-            .started
-            .is_none_or(|at| at.elapsed() >= FS_PERIOD.max(self.took * 2));
-        if self.task.is_some() || !due {
+        if self.task.is_some() || !self.due() {
             return;
         }
         let first = self.started.is_none();
@@ -101,6 +98,13 @@ impl FsRefresh {
         } else {
             self.task = Some(task);
         }
+    }
+
+    /// Whether the next refresh may start: [`FS_PERIOD`] after the last started, or twice as
+    /// long as it took.
+    fn due(&self) -> bool {
+        self.started
+            .is_none_or(|at| at.elapsed() >= FS_PERIOD.max(self.took * 2))
     }
 
     /// The latest usage.
@@ -226,6 +230,24 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// A refresh that took 23 s puts the next 46 s after it started, not 10 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_refresh_spaces_out_the_next() {
+        let mut refresh = FsRefresh {
+            started: Some(Instant::now()),
+            took: Duration::from_secs(1),
+            ..FsRefresh::default()
+        };
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(!refresh.due());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(refresh.due());
+        refresh.took = Duration::from_secs(23);
+        assert!(!refresh.due());
+        tokio::time::advance(Duration::from_secs(36)).await;
+        assert!(refresh.due());
     }
 
     /// A layer takes the image filesystem's capacity and its own usage; a part that could not
