@@ -7,12 +7,12 @@
 //! the runtime 110 sandboxes at once. Much of the work is CPU time in the runtime and its
 //! plugins; shared by all, every creation takes about as long as all of them, and on a slow node
 //! they pass the 4 m deadline together. A retry then collides with the creation still being
-//! undone ("name is reserved") and the node does not converge (the density bench at 110 pods on 2 emulated CPUs,
-//! `docs/perf.md`). Queued in kernlet, a call has the runtime's attention for its deadline and
-//! the first pods run after seconds rather than all after minutes. Sandboxes and container
-//! starts have separate lanes so that a pod whose sandbox is ready does not wait behind the next
-//! pods' sandboxes. Stops and removals are never queued: tearing down is not held up by a wave
-//! of starts.
+//! undone ("name is reserved") and the node does not converge (the density bench at 110 pods
+//! on 2 emulated CPUs, `docs/perf.md`). Queued in kernlet, a call has the runtime's attention
+//! for its deadline and the first pods run after seconds rather than all after minutes.
+//! Sandboxes and container starts have separate lanes so that a pod whose sandbox is ready does
+//! not wait behind the next pods' sandboxes. Stops and removals are never queued: tearing down
+//! is not held up by a wave of starts.
 //!
 //! Each lane's width follows the runtime, as a congestion window does: it starts at twice the
 //! CPUs kernlet may use, grows by one whenever a call ends well inside its deadline (under a

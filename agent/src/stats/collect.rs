@@ -3,9 +3,9 @@
 //! ([`CgroupFiles`]), joins the eBPF counters by cgroup id, reads the node totals from `/proc`,
 //! and publishes one [`Snapshot`] to the [`StatsStore`]. Filesystem usage (CRI
 //! `ListContainerStats` and `ImageFsInfo`, log and `emptyDir` directories) changes slowly and
-//! costs much to measure, so it is refreshed beside the rounds ([`super::fsusage`]). The cgroup files on a slower
-//! clock than the round are read again only when due: limits every [`LIMITS_PERIOD`], PSI every
-//! [`PRESSURE_PERIOD`] (see [`Due`]).
+//! costs much to measure, so it is refreshed beside the rounds (`stats::fsusage`). The cgroup
+//! files on a slower clock than the round are read again only when due: limits every
+//! [`LIMITS_PERIOD`], PSI every [`PRESSURE_PERIOD`] (see [`Due`]).
 //!
 //! The mapping cgroup -> (pod, container) comes from the pods' statuses (container ids) and the
 //! cgroup manager's pod cgroups; without `cgroupsPerQOS` the container's cgroup is found once by
