@@ -118,10 +118,17 @@ fn the_node_registers_becomes_ready_and_renews_its_lease() -> Result<()> {
 
     check_node(&object, node.port)?;
 
-    // The Lease is owned by the Node and renewed every second (a quarter of 4 s).
+    // The Lease is owned by the Node and renewed every second (a quarter of 4 s). It is kept
+    // beside the node's status, not after it: on a fresh control plane its namespace may
+    // still be in the making when the node is Ready, and the keeper retries.
     let lease_path =
         format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE}");
-    let lease = plane.get_json(&lease_path)?;
+    let mut lease = Value::Null;
+    node.wait_until("the lease exists", Duration::from_secs(30), |_| {
+        lease = plane.get_json(&lease_path)?;
+        Ok(true)
+    })
+    .with_context(|| format!("kernlet log:\n{}", node.log()))?;
     ensure!(lease["spec"]["holderIdentity"] == NODE, "{lease:#}");
     ensure!(lease["spec"]["leaseDurationSeconds"] == 4, "{lease:#}");
     let owner = &lease["metadata"]["ownerReferences"][0];

@@ -95,6 +95,17 @@ fn stats_endpoints_follow_upstream_schemas() -> Result<()> {
         &[("method", "RunPodSandbox")],
     );
     assert!(sandboxes >= Some(1.0), "no RunPodSandbox latency: {own}");
+    // The pod runs: kernlet's admission has both lanes open and, once the start call has
+    // returned, nothing waiting or in flight.
+    node.wait_until("the admission lanes are idle", WAIT, |n| {
+        let own = n.get("/metrics")?;
+        Ok(["sandbox", "start"].iter().all(|&lane| {
+            let of = |name| sample(&own, name, &[("lane", lane)]);
+            of("kernlet_cri_admission_width") >= Some(1.0)
+                && of("kernlet_cri_admission_waiting") == Some(0.0)
+                && of("kernlet_cri_admission_in_flight") == Some(0.0)
+        }))
+    })?;
     assert!(sample(&own, "kernlet_stats_collection_duration_seconds_count", &[]) > Some(1.0));
     Ok(())
 }

@@ -23,6 +23,10 @@
 //! the width is steered by. A call let in before the lane last narrowed measured the old width
 //! and does not narrow it again, so one slow wave halves the width once, not once per call.
 //!
+//! Each lane's width, the calls waiting and the calls let in are `kernlet_cri_admission_*{lane}`
+//! on `/metrics` ([`Admission`]); the filesystem refresh reads the waiting calls to put off
+//! `ListContainerStats` while pods start.
+//!
 //! Upstream's kubelet bounds only image pulls (`maxParallelImagePulls`); its `runtime_ops`
 //! timings are the runtime's alone, as kernlet's `kernlet_cri_request_duration_seconds` are: the
 //! wait here is not in them.
@@ -38,7 +42,7 @@ use super::CallFuture;
 
 /// The lanes of one runtime client; clones share them.
 #[derive(Debug, Clone)]
-pub(super) struct Gate {
+pub struct Gate {
     sandboxes: Arc<Lane>,
     starts: Arc<Lane>,
 }
@@ -60,11 +64,24 @@ impl Gate {
     }
 
     /// Lanes that let in `first` calls each, growing to `most` (both at least one).
-    pub(super) fn new(first: usize, most: usize) -> Self {
+    #[must_use]
+    pub fn new(first: usize, most: usize) -> Self {
         Self {
             sandboxes: Arc::new(Lane::new("sandbox", first, most)),
             starts: Arc::new(Lane::new("start", first, most)),
         }
+    }
+
+    /// What each lane holds now, sandboxes first.
+    #[must_use]
+    pub fn lanes(&self) -> [LaneLoad; 2] {
+        [self.sandboxes.load(), self.starts.load()]
+    }
+
+    /// Whether calls wait in any lane: the runtime is busy starting pods.
+    #[must_use]
+    pub fn busy(&self) -> bool {
+        self.lanes().iter().any(|lane| lane.waiting > 0)
     }
 
     /// `call` (a `RunPodSandbox` with `deadline`) once the sandbox lane lets it in.
@@ -86,6 +103,36 @@ impl Gate {
     }
 }
 
+/// One lane at one moment, as `/metrics` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneLoad {
+    /// `sandbox` or `start`.
+    pub lane: &'static str,
+    /// Calls let in at once.
+    pub width: usize,
+    /// Calls waiting to be let in.
+    pub waiting: usize,
+    /// Calls let in and not yet ended (above the width for a while after a narrowing).
+    pub in_flight: usize,
+}
+
+/// One call counted in `0` while it lives: a caller that drops the call (its pod worker
+/// cancelled) takes it out of the count too.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One kind of call's admission: permits for the calls let in, and the width they follow.
 #[derive(Debug)]
 struct Lane {
@@ -93,6 +140,7 @@ struct Lane {
     permits: Arc<Semaphore>,
     /// Calls waiting for a permit: a lane only widens for calls that would use it.
     waiting: AtomicUsize,
+    in_flight: AtomicUsize,
     width: Mutex<Width>,
     most: usize,
 }
@@ -136,6 +184,7 @@ impl Lane {
             name,
             permits: Arc::new(Semaphore::new(first)),
             waiting: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             width: Mutex::new(Width {
                 now: first,
                 owed: 0,
@@ -155,11 +204,13 @@ impl Lane {
     ) -> CallFuture<'static, T> {
         let lane = Arc::clone(lane);
         Box::pin(async move {
-            lane.waiting.fetch_add(1, Ordering::SeqCst);
+            let waiting = Counted::new(&lane.waiting);
             let permit = Arc::clone(&lane.permits).acquire_owned().await.ok();
-            lane.waiting.fetch_sub(1, Ordering::SeqCst);
+            drop(waiting);
+            let in_flight = Counted::new(&lane.in_flight);
             let admitted = Instant::now();
             let result = call.await;
+            drop(in_flight);
             let verdict = Verdict::of(admitted.elapsed(), deadline, result.is_ok());
             lane.ended(permit, admitted, verdict);
             result
@@ -203,12 +254,20 @@ impl Lane {
     }
 
     /// Calls let in at once now.
-    #[cfg(test)]
     fn width(&self) -> usize {
         self.width
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .now
+    }
+
+    fn load(&self) -> LaneLoad {
+        LaneLoad {
+            lane: self.name,
+            width: self.width(),
+            waiting: self.waiting.load(Ordering::SeqCst),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+        }
     }
 }
 
@@ -372,6 +431,36 @@ mod tests {
         assert!(start.is_ok(), "{start:?}");
         assert_eq!(took, Duration::from_secs(1));
         assert_eq!(runtime.most(), 1);
+    }
+
+    /// A lane reports its width, the calls waiting and those let in; a waiting call its caller
+    /// dropped no longer counts, and a lane with nothing waiting is not busy.
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_reports_its_load_and_dropped_calls_leave_it() {
+        let (gate, runtime) = (Gate::new(2, 2), Runtime::default());
+        let long = Duration::from_secs(10);
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..5 {
+            calls.spawn(gate.sandbox(runtime.call(long, long * 4), long * 4));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let mut dropped = gate.sandbox(runtime.call(long, long * 4), long * 4);
+        let pending = tokio::time::timeout(Duration::from_millis(1), &mut dropped).await;
+        assert!(pending.is_err(), "the sixth call waits");
+        let load = |waiting, in_flight| LaneLoad {
+            lane: "sandbox",
+            width: 2,
+            waiting,
+            in_flight,
+        };
+        assert_eq!(gate.lanes()[0], load(4, 2));
+        assert!(gate.busy());
+        drop(dropped);
+        assert_eq!(gate.lanes()[0], load(3, 2));
+        assert_eq!(gate.lanes()[1].lane, "start");
+        calls.join_all().await;
+        assert_eq!(gate.lanes()[0], load(0, 0));
+        assert!(!gate.busy());
     }
 
     #[test]

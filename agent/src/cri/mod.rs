@@ -18,6 +18,7 @@ mod gate;
 pub mod labels;
 
 pub use calls::Cri;
+pub use gate::{Gate, LaneLoad};
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -231,6 +232,13 @@ impl Runtime {
     #[must_use]
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The admission of sandbox creations and container starts, shared by this runtime's
+    /// clones: its lanes' load for `/metrics`, and whether pods are waiting to start.
+    #[must_use]
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 }
 

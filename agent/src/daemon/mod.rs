@@ -125,6 +125,7 @@ pub async fn run(config: KubeletConfig, cancel: CancellationToken) -> Result<(),
         runtime: Some(runtime.clone()),
         health: HealthChecks::kubelet(relisted.clone(), config.sync_frequency),
         configz: Arc::new(crate::config::configz(&config)),
+        pod_list: crate::server::PodListCache::default(),
     };
     for planned in endpoints {
         serve_endpoint(&mut supervisor, planned, providers.clone(), &cancel).await?;
@@ -222,6 +223,7 @@ async fn connect_runtime(
     let version = runtime.version();
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version,
         api = %version.runtime_api_version, "container runtime connected");
+    metrics.track_admission(runtime.gate().clone());
     let observed = metrics.clone();
     Ok(Some(runtime.with_observer(Arc::new(
         move |method, took| {

@@ -6,7 +6,8 @@
 //! - [`authn`] and [`authz`]: who is asking and whether they may (upstream's delegating
 //!   authenticator and authorizer; the reviews go to the API server through traits the API
 //!   client implements);
-//! - `routes`: what is served, and on which port ([`RouteSet`]).
+//! - `routes`: what is served, and on which port ([`RouteSet`]);
+//! - `podlist`: the `/pods` body, kept until the list changes ([`PodListCache`]).
 //!
 //! Every request on the kubelet port is authenticated, then authorized: 401 `Unauthorized`
 //! without acceptable credentials, 403 `Forbidden (user=…, verb=…, resource=…,
@@ -36,6 +37,7 @@ mod health;
 mod logs;
 #[cfg(test)]
 mod parse_tests;
+mod podlist;
 mod query;
 mod routes;
 mod running;
@@ -67,7 +69,8 @@ use tokio_util::sync::CancellationToken;
 pub use authn::{Authenticator, AuthnError, ReviewError, ReviewFuture, TokenReviewer, User};
 pub use authz::{AccessReviewer, Attributes, Authorizer, Decision};
 pub use health::{Check, HealthChecks};
-pub use routes::{Body, RouteSet, encode_pod_list};
+pub use podlist::{PodListCache, encode_pod_list};
+pub use routes::{Body, RouteSet};
 pub use setup::{Planned, Reviewers, SetupError, endpoints};
 pub use tls::{SERVING_CURRENT, Tls, TlsError, TlsSettings};
 
@@ -101,6 +104,8 @@ pub struct Providers {
     pub health: HealthChecks,
     /// The `/configz` document ([`crate::config::configz`]); `Null` serves `{}`.
     pub configz: Arc<serde_json::Value>,
+    /// The last `/pods` body, kept until the list changes.
+    pub pod_list: PodListCache,
 }
 
 impl Providers {
@@ -116,6 +121,7 @@ impl Providers {
             runtime: None,
             health: HealthChecks::default(),
             configz: Arc::new(serde_json::Value::Null),
+            pod_list: PodListCache::default(),
         }
     }
 }

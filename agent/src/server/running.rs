@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kernlet_cri::v1;
 
 use super::Providers;
-use super::routes::{Body, TEXT, encode_pod_list, respond};
+use super::podlist::encode_pod_list;
+use super::routes::{Body, TEXT, respond};
 use crate::cri::Runtime;
 
 /// The route.

@@ -304,6 +304,7 @@ mod stats_routes {
             runtime: None,
             health: HealthChecks::default(),
             configz: Arc::new(serde_json::Value::Null),
+            pod_list: PodListCache::default(),
         };
         let endpoint = Arc::new(Endpoint::plain(RouteSet::Full));
         let task = tokio::spawn(serve(listener, endpoint, providers, cancel.clone()));

@@ -8,6 +8,11 @@
 //! the last took, so a busy runtime is asked less often. cAdvisor, too, measures container
 //! filesystems on a goroutine of their own, about once a minute. The first refresh completes
 //! before the first snapshot, so that it carries the node's filesystems.
+//!
+//! While sandbox creations or container starts wait in `cri::Gate`, the runtime is busy starting
+//! pods and a `ListContainerStats` would compete with them for its time: the writable layers are
+//! then left as last read, for at most [`LAYERS_DEFERRED_AT_MOST`] (upstream's
+//! `volumeStatsAggPeriod`, the staleness it accepts for volumes).
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
@@ -27,6 +32,9 @@ use crate::cri::Runtime;
 /// How often filesystem usage is measured at most (upstream's `volumeStatsAggPeriod` is 1 m;
 /// cAdvisor refreshes container fs usage about every minute).
 pub const FS_PERIOD: Duration = Duration::from_secs(10);
+
+/// The longest the writable layers go unread while pods wait to start.
+pub const LAYERS_DEFERRED_AT_MOST: Duration = Duration::from_mins(1);
 
 /// The latest filesystem usage.
 #[derive(Debug, Default)]
@@ -70,6 +78,8 @@ pub(super) struct FsRefresh {
     cache: FsCache,
     started: Option<Instant>,
     took: Duration,
+    /// When a refresh that read the writable layers last started.
+    layers_read: Option<Instant>,
     task: Option<JoinHandle<Measured>>,
 }
 
@@ -91,8 +101,13 @@ impl FsRefresh {
             return;
         }
         let first = self.started.is_none();
-        self.started = Some(Instant::now());
-        let task = tokio::spawn(measure(runtime.clone(), paths.clone(), pods()));
+        let now = Instant::now();
+        self.started = Some(now);
+        let layers = self.layers_due(runtime.gate().busy());
+        if layers {
+            self.layers_read = Some(now);
+        }
+        let task = tokio::spawn(measure(runtime.clone(), paths.clone(), pods(), layers));
         if first {
             self.ended(task.await);
         } else {
@@ -105,6 +120,15 @@ impl FsRefresh {
     fn due(&self) -> bool {
         self.started
             .is_none_or(|at| at.elapsed() >= FS_PERIOD.max(self.took * 2))
+    }
+
+    /// Whether this refresh reads the writable layers: always unless the runtime is `busy`
+    /// starting pods, and then once they are [`LAYERS_DEFERRED_AT_MOST`] old.
+    fn layers_due(&self, busy: bool) -> bool {
+        !busy
+            || self
+                .layers_read
+                .is_none_or(|at| at.elapsed() >= LAYERS_DEFERRED_AT_MOST)
     }
 
     /// The latest usage.
@@ -157,14 +181,19 @@ impl FsCache {
     }
 }
 
-async fn measure(runtime: Runtime, paths: FsPaths, pods: Vec<Pod>) -> Measured {
+/// One refresh; the writable layers only when `layers`.
+async fn measure(runtime: Runtime, paths: FsPaths, pods: Vec<Pod>, layers: bool) -> Measured {
     let started = Instant::now();
-    let request = v1::ListContainerStatsRequest { filter: None };
-    let layers = runtime
-        .list_container_stats(request)
-        .await
-        .ok()
-        .map(|response| writable_layers(&response));
+    let layers = if layers {
+        let request = v1::ListContainerStatsRequest { filter: None };
+        runtime
+            .list_container_stats(request)
+            .await
+            .ok()
+            .map(|response| writable_layers(&response))
+    } else {
+        None
+    };
     let image = runtime
         .image_fs_info(v1::ImageFsInfoRequest {})
         .await
@@ -248,6 +277,20 @@ mod tests {
         assert!(!refresh.due());
         tokio::time::advance(Duration::from_secs(36)).await;
         assert!(refresh.due());
+    }
+
+    /// While pods wait to start, the writable layers are read only once they are a minute old;
+    /// never read, or with nothing waiting, they are read.
+    #[tokio::test(start_paused = true)]
+    async fn layers_wait_while_pods_start_but_not_past_a_minute() {
+        let mut refresh = FsRefresh::default();
+        assert!(refresh.layers_due(true), "never read");
+        refresh.layers_read = Some(Instant::now());
+        assert!(refresh.layers_due(false));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(!refresh.layers_due(true));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(refresh.layers_due(true));
     }
 
     /// A layer takes the image filesystem's capacity and its own usage; a part that could not

@@ -51,6 +51,13 @@ pub trait PodsProvider: Send + Sync + 'static {
         None
     }
 
+    /// A number that changes whenever [`Self::pods`] would list something else (a status
+    /// changed, a pod came or went); `None` when the provider keeps none (then readers cannot
+    /// keep what they made of the list).
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
     /// Pod `uid` with its status.
     fn pod(&self, uid: &str) -> Option<Pod> {
         self.pods()
@@ -95,6 +102,7 @@ struct State {
     pods: BTreeMap<String, Pod>,
     /// Each pod's revision: the value of `revision` when its status last changed.
     revisions: HashMap<String, u64>,
+    /// Counts every change of the list: a status changed, a pod came or went.
     revision: u64,
     /// `None` until the sources are listed; then the pods still to report.
     awaiting: Option<HashSet<String>>,
@@ -206,6 +214,7 @@ impl StatusSink for StatusStore {
         let Some(report) = report else {
             if state.pods.remove(uid).is_some() {
                 state.revisions.remove(uid);
+                state.revision += 1;
                 Self::changed(&mut state, uid);
             } else if let Some(awaiting) = &mut state.awaiting {
                 awaiting.remove(uid);
@@ -276,10 +285,15 @@ impl PodsProvider for StatusStore {
     fn pods(&self) -> Vec<Pod> {
         let mut list: Vec<Pod> = self.lock().pods.values().cloned().collect();
         list.sort_by(|a, b| {
-            let key = |p: &Pod| (p.metadata.namespace.clone(), p.metadata.name.clone());
-            key(a).cmp(&key(b))
+            let (a, b) = (&a.metadata, &b.metadata);
+            (a.namespace.as_deref(), a.name.as_deref())
+                .cmp(&(b.namespace.as_deref(), b.name.as_deref()))
         });
         list
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.lock().revision)
     }
 
     fn complete(&self) -> bool {
@@ -442,6 +456,28 @@ mod tests {
             Some(with(instance(RunState::Exited, NOW - 30_000_000))),
         );
         assert_eq!(*seen.lock().unwrap(), [Duration::from_millis(30)]);
+    }
+
+    /// The generation moves with every change of the list and only then.
+    #[test]
+    fn the_generation_moves_when_the_list_changes() {
+        let store = store();
+        let at = || store.generation().unwrap();
+        let empty = at();
+        store.publish("a", Some(report("a", "one")));
+        let one = at();
+        assert_ne!(one, empty);
+        store.publish("a", Some(report("a", "one")));
+        assert_eq!(at(), one, "an unchanged status");
+        store.publish("b", Some(report("b", "one")));
+        let two = at();
+        assert_ne!(two, one);
+        store.publish("a", None);
+        assert_ne!(at(), two, "a pod gone");
+        let gone = at();
+        store.publish("a", None);
+        assert_eq!(at(), gone, "a pod already gone");
+        assert_eq!(store.pods().len(), 1);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! kernlet (release build, defaults: 1 s stats) runs `--pods` static pods on a private
 //! containerd. Then `--clients` threads, each on one keep-alive connection, send requests as
-//! fast as answers come for `--seconds`, alternating `GET /stats/summary` and `GET /healthz`
-//! (the two a control plane and a load balancer poll), first on the kubelet port (TLS 1.3 with
+//! fast as answers come for `--seconds`, taking turns at the `--path`s (by default
+//! `GET /stats/summary` and `GET /healthz`, the two a control plane and a load balancer poll;
+//! `--path /pods` is what `kubectl get --raw` and the density driver poll), first on the kubelet port (TLS 1.3 with
 //! a client certificate, authenticated and authorized per request) and then the same on the
 //! read-only port (plain HTTP, no auth), so the table shows what TLS and auth add. Per path:
 //! requests per second, p50, p99 and max latency, and the errors (any answer but 200).
@@ -42,23 +43,34 @@ pub struct ServerArgs {
     /// How long each port is loaded.
     #[arg(long, default_value_t = 15)]
     pub seconds: u64,
+    /// The paths the clients take turns at (repeat the flag for several).
+    #[arg(long = "path", default_values_t = ["/stats/summary".to_owned(), "/healthz".to_owned()])]
+    pub paths: Vec<String>,
+    /// A kernlet binary to measure instead of building the release one.
+    #[arg(long, value_name = "PATH")]
+    pub kernlet: Option<std::path::PathBuf>,
 }
-
-const PATHS: [&str; 2] = ["/stats/summary", "/healthz"];
 
 /// Latencies in milliseconds per path, and the failed requests.
 #[derive(Debug, Default)]
 struct Load {
-    millis: BTreeMap<&'static str, Vec<f64>>,
+    millis: BTreeMap<String, Vec<f64>>,
     errors: usize,
     seconds: f64,
 }
 
 pub fn cli(args: &ServerArgs) -> Result<()> {
+    ensure!(!args.paths.is_empty(), "give at least one --path");
     setup::ensure()?;
     let started = Instant::now();
-    cargo_build_release(&["-p", "kernlet", "--bin", "kernlet"])?;
-    let binary = target_dir().join("release/kernlet");
+    let binary = match &args.kernlet {
+        Some(path) if path.is_file() => path.clone(),
+        Some(path) => bail!("--kernlet {}: no such file", path.display()),
+        None => {
+            cargo_build_release(&["-p", "kernlet", "--bin", "kernlet"])?;
+            target_dir().join("release/kernlet")
+        }
+    };
     let report = with_fixture(|fixture| {
         let mut kernlet = Kernlet::start_with(&binary, fixture, &[])?;
         let manifests = kernlet.dir.join("manifests");
@@ -117,12 +129,12 @@ fn load(
                     let mut own = Load::default();
                     let mut turn = client;
                     while Instant::now() < until {
-                        let path = PATHS[turn % PATHS.len()];
+                        let path = &args.paths[turn % args.paths.len()];
                         turn += 1;
                         let sent = Instant::now();
                         if matches!(request(&mut stream, path), Ok(200)) {
                             let took = sent.elapsed().as_secs_f64() * 1e3;
-                            own.millis.entry(path).or_default().push(took);
+                            own.millis.entry(path.clone()).or_default().push(took);
                         } else {
                             own.errors += 1;
                             stream = connect()?;
@@ -182,13 +194,16 @@ fn request(stream: &mut Box<dyn ReadWrite>, path: &str) -> Result<u16> {
 
 fn table(args: &ServerArgs, runs: &[(&str, &Load)]) -> String {
     let mut out = format!(
-        "{} pods, {} clients on keep-alive connections, {} s per port, /stats/summary and \
-         /healthz alternated\n\n| port | path | requests/s | p50 ms | p99 ms | max ms | errors |\n\
+        "{} pods, {} clients on keep-alive connections, {} s per port, {} taking turns\n\n\
+         | port | path | requests/s | p50 ms | p99 ms | max ms | errors |\n\
          |---|---|---|---|---|---|---|\n",
-        args.pods, args.clients, args.seconds
+        args.pods,
+        args.clients,
+        args.seconds,
+        args.paths.join(", ")
     );
     for (name, load) in runs {
-        for path in PATHS {
+        for path in &args.paths {
             let mut millis = load.millis.get(path).cloned().unwrap_or_default();
             if millis.is_empty() {
                 let _ = writeln!(out, "| {name} | {path} | 0 | - | - | - | {} |", load.errors);

@@ -8,6 +8,9 @@
 //! | `kernlet_ebpf_program_runs_total` | counter | `program` | `bpf_prog_info.run_cnt` |
 //! | `kernlet_stats_collection_duration_seconds` | histogram | | one collection round |
 //! | `kernlet_cri_request_duration_seconds` | histogram | `method` | one CRI call |
+//! | `kernlet_cri_admission_width` | gauge | `lane` | `cri::Gate`: `RunPodSandbox` (`sandbox`) or `StartContainer` (`start`) calls let in at once |
+//! | `kernlet_cri_admission_waiting` | gauge | `lane` | `cri::Gate`: calls waiting to be let in |
+//! | `kernlet_cri_admission_in_flight` | gauge | `lane` | `cri::Gate`: calls let in and not yet ended |
 //! | `kernlet_static_pod_manifest_errors_total` | counter | | `StaticPodSource::manifest_errors_counter` |
 //! | `kernlet_task_restarts_total` | counter | `task` | `supervise::TaskRestarts` (panics, early exits) |
 //! | `kernlet_pleg_exit_watches` | gauge | | `reconcile::exits::ExitCounts` (pidfds open) |
@@ -32,6 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{Desc, Families, HistogramValue, MetricsError};
+use crate::cri::Gate;
 use crate::reconcile::exits::ExitCounts;
 use crate::supervise::TaskRestarts;
 
@@ -54,6 +58,18 @@ const COLLECTION: Desc = Desc::histogram(
 const CRI: Desc = Desc::histogram(
     "kernlet_cri_request_duration_seconds",
     "Duration of CRI calls by gRPC method.",
+);
+const ADMISSION_WIDTH: Desc = Desc::gauge(
+    "kernlet_cri_admission_width",
+    "CRI calls of the lane (sandbox: RunPodSandbox, start: StartContainer) let in at once.",
+);
+const ADMISSION_WAITING: Desc = Desc::gauge(
+    "kernlet_cri_admission_waiting",
+    "CRI calls of the lane waiting in kernlet to be let in.",
+);
+const ADMISSION_IN_FLIGHT: Desc = Desc::gauge(
+    "kernlet_cri_admission_in_flight",
+    "CRI calls of the lane let in and not yet ended.",
 );
 const MANIFEST_ERRORS: Desc = Desc::counter(
     "kernlet_static_pod_manifest_errors_total",
@@ -199,6 +215,7 @@ struct State {
     manifest_errors: Option<Arc<AtomicU64>>,
     task_restarts: Option<Arc<TaskRestarts>>,
     exits: Option<Arc<ExitCounts>>,
+    admission: Option<Gate>,
     /// `(call, ok)` -> count.
     api: BTreeMap<(&'static str, bool), u64>,
     certificates: BTreeMap<CertificateKind, CertificateState>,
@@ -295,6 +312,11 @@ impl Metrics {
         self.state().task_restarts = Some(restarts);
     }
 
+    /// Exposes the runtime's admission lanes.
+    pub fn track_admission(&self, gate: Gate) {
+        self.state().admission = Some(gate);
+    }
+
     /// Exposes the PLEG's exit watches.
     pub fn track_exit_watches(&self, exits: Arc<ExitCounts>) {
         self.state().exits = Some(exits);
@@ -319,6 +341,12 @@ impl Metrics {
         for (method, buckets) in &state.cri {
             let labels = vec![("method", method.clone())];
             out.histogram(&CRI, labels, &buckets.value(), None);
+        }
+        for lane in state.admission.iter().flat_map(Gate::lanes) {
+            let labels = || vec![("lane", lane.lane.to_owned())];
+            out.sample(&ADMISSION_WIDTH, labels(), lane.width as f64, None);
+            out.sample(&ADMISSION_WAITING, labels(), lane.waiting as f64, None);
+            out.sample(&ADMISSION_IN_FLIGHT, labels(), lane.in_flight as f64, None);
         }
         if let Some(counter) = &state.manifest_errors {
             let errors = counter.load(Ordering::Relaxed);
@@ -374,6 +402,21 @@ mod tests {
         text.lines()
             .find_map(|line| line.strip_prefix(&format!("{name} ")))
             .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn admission_lanes_appear_once_tracked() {
+        let metrics = Metrics::new();
+        assert!(!metrics.render().unwrap().contains("kernlet_cri_admission"));
+        metrics.track_admission(Gate::new(3, 12));
+        let text = metrics.render().unwrap();
+        for lane in ["sandbox", "start"] {
+            let line = format!("kernlet_cri_admission_width{{lane=\"{lane}\"}} 3");
+            assert!(text.contains(&line), "{text}");
+            let line = format!("kernlet_cri_admission_waiting{{lane=\"{lane}\"}} 0");
+            assert!(text.contains(&line), "{text}");
+        }
+        assert!(text.contains("# TYPE kernlet_cri_admission_in_flight gauge"));
     }
 
     #[test]
